@@ -1,0 +1,38 @@
+"""Root conftest: per-notebook execution times for nbval runs.
+
+nbval turns each notebook cell into a test item; this plugin adds up the call durations per
+notebook and prints a table at the end of the run (also written to _build/notebook-times.md).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+
+_times: dict[str, float] = defaultdict(float)
+_failed: set[str] = set()
+
+
+def pytest_runtest_logreport(report):
+    path = report.nodeid.split("::", 1)[0]
+    if not path.endswith(".ipynb"):
+        return
+    _times[path] += report.duration  # setup + call + teardown phases, summed
+    if report.failed:
+        _failed.add(path)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _times:
+        return
+    rows = sorted(_times.items())
+    total = sum(t for _, t in rows)
+    lines = ["| notebook | seconds | status |", "|---|---:|---|"]
+    lines += [f"| {p} | {t:.1f} | {'FAILED' if p in _failed else 'ok'} |" for p, t in rows]
+    lines.append(f"| **total** | **{total:.1f}** | |")
+    terminalreporter.section("notebook execution times (seconds)")
+    for line in lines:
+        terminalreporter.write_line(line)
+    out = Path("_build")
+    out.mkdir(exist_ok=True)
+    (out / "notebook-times.md").write_text("\n".join(lines) + "\n")
