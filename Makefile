@@ -35,7 +35,7 @@ test: install lint unit notebooks site
 
 lint:
 	@echo "== ruff"
-	@$(BIN)/ruff check attnbook tests scripts benchmarks conftest.py
+	@$(BIN)/ruff check attnbook tests scripts $(wildcard benchmarks) conftest.py
 
 unit:
 	@echo "== package, hygiene and Colab-simulation tests"

@@ -11,8 +11,6 @@ import sys
 import venv
 from pathlib import Path
 
-import pytest
-
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "book" / "first_look.ipynb"
 # The stack Colab provides; torch is pinned by constraints.txt like the rest of the project.

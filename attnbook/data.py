@@ -1,0 +1,403 @@
+"""Tasks generated in code, a character ``Vocab``, padded batches and a local corpus loader.
+
+Every generator takes a ``seed`` and uses its own ``random.Random(seed)``, so the same call
+returns the same pairs on every machine, without touching the global random state. Nothing here
+reaches the network: real corpora are read from a local file (:func:`load_sentence_pairs`).
+
+Pairs are ``(source, target)`` strings; :func:`make_batch` turns a list of pairs into padded
+``LongTensor``s with boolean masks (``True`` = a real token, the mask convention of the package).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import random
+import string
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, fields
+from pathlib import Path
+
+import torch
+
+from ._validate import require
+
+__all__ = [
+    "PAD", "BOS", "EOS", "UNK", "SPECIALS", "Vocab",
+    "DATE_FORMATS", "format_date", "date_range", "date_pairs", "date_splits",
+    "random_strings", "copy_pairs", "reverse_pairs", "sort_pairs", "addition_pairs",
+    "caesar", "cipher_pairs",
+    "Batch", "make_batch", "BatchIterator", "load_sentence_pairs",
+]
+
+# ---------------------------------------------------------------------------------------------
+# Vocabulary
+# ---------------------------------------------------------------------------------------------
+
+PAD, BOS, EOS, UNK = 0, 1, 2, 3
+SPECIALS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
+
+
+class Vocab:
+    """A character vocabulary: four specials (``<pad>`` = 0, ``<bos>`` = 1, ``<eos>`` = 2,
+    ``<unk>`` = 3) followed by the characters in sorted order.
+
+    ``encode("ab", bos=True, eos=True) -> [1, i_a, i_b, 2]``; unknown characters map to ``unk``.
+    ``decode`` stops at the first ``<eos>`` and drops the other specials.
+    """
+
+    pad, bos, eos, unk = PAD, BOS, EOS, UNK
+
+    def __init__(self, chars: Iterable[str]) -> None:
+        chars = sorted(set(chars))
+        for c in chars:
+            require(
+                isinstance(c, str) and len(c) == 1,
+                f"chars must be single characters, got {c!r}",
+            )
+        self.itos: list[str] = list(SPECIALS) + chars
+        self.stoi: dict[str, int] = {c: i for i, c in enumerate(self.itos)}
+
+    @classmethod
+    def from_texts(cls, texts: Iterable[str]) -> Vocab:
+        """The vocabulary of every character that occurs in ``texts``."""
+        texts = list(texts)
+        require(all(isinstance(t, str) for t in texts), "texts must be an iterable of str")
+        return cls(c for t in texts for c in t)
+
+    @classmethod
+    def from_alphabet(cls, alphabet: str | Iterable[str]) -> Vocab:
+        """The vocabulary of the characters of ``alphabet`` (e.g. ``string.ascii_lowercase``)."""
+        return cls(alphabet)
+
+    def __len__(self) -> int:
+        return len(self.itos)
+
+    def __contains__(self, char: str) -> bool:
+        return char in self.stoi
+
+    def __repr__(self) -> str:
+        return f"Vocab({len(self)} symbols: {''.join(self.itos[len(SPECIALS):])!r})"
+
+    def encode(self, text: str, bos: bool = False, eos: bool = False) -> list[int]:
+        """Indices of the characters of ``text``, optionally framed by ``<bos>`` / ``<eos>``."""
+        require(isinstance(text, str), f"text must be a str, got {type(text).__name__}")
+        ids = [self.stoi.get(c, UNK) for c in text]
+        return ([BOS] if bos else []) + ids + ([EOS] if eos else [])
+
+    def decode(self, ids: Iterable[int] | torch.Tensor, strip_specials: bool = True) -> str:
+        """The text of ``ids``: stops at the first ``<eos>``; drops ``<pad>``/``<bos>``
+        (and shows ``<unk>`` as ``"?"``) unless ``strip_specials=False``."""
+        if isinstance(ids, torch.Tensor):
+            require(ids.dim() == 1, f"ids must be 1-D, got shape {tuple(ids.shape)}")
+            ids = ids.tolist()
+        out = []
+        for i in ids:
+            i = int(i)
+            require(0 <= i < len(self), f"ids contains {i}, outside the vocabulary of {len(self)}")
+            if strip_specials:
+                if i == EOS:
+                    break
+                if i in (PAD, BOS):
+                    continue
+                out.append("?" if i == UNK else self.itos[i])
+            else:
+                out.append(self.itos[i])
+        return "".join(out)
+
+    def decode_batch(self, ids: torch.Tensor) -> list[str]:
+        """``decode`` for each row of a ``(B, L)`` tensor."""
+        require(isinstance(ids, torch.Tensor) and ids.dim() == 2,
+                f"ids must be a 2-D tensor, got {getattr(ids, 'shape', type(ids).__name__)}")
+        return [self.decode(row) for row in ids]
+
+
+# ---------------------------------------------------------------------------------------------
+# Date translation: many human formats -> ISO 8601 (YYYY-MM-DD)
+# ---------------------------------------------------------------------------------------------
+
+_MONTHS = ["January", "February", "March", "April", "May", "June", "July", "August",
+           "September", "October", "November", "December"]
+_DAYS = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"]
+
+
+def _ordinal(n: int) -> str:
+    """``1 -> "1st"``, ``2 -> "2nd"``, ``11 -> "11th"``, ``23 -> "23rd"``."""
+    suffix = "th" if 11 <= n % 100 <= 13 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+# name -> formatter. The names say the field order; "/" always means month/day (US order)
+# and "." with the year last always means day.month (European order), so no string is ambiguous
+# inside the date range (two-digit years: 50-99 -> 19xx, 00-49 -> 20xx).
+DATE_FORMATS: dict[str, Callable[[_dt.date], str]] = {
+    "d B Y": lambda d: f"{d.day} {_MONTHS[d.month - 1]} {d.year}",           # 3 March 1997
+    "mm/dd/yy": lambda d: f"{d.month:02d}/{d.day:02d}/{d.year % 100:02d}",  # 03/03/97
+    "A, B d, Y": lambda d: f"{_DAYS[d.weekday()]}, {_MONTHS[d.month - 1]} {d.day}, {d.year}",
+    "b d Y (lower)": lambda d: f"{_MONTHS[d.month - 1][:3].lower()} {d.day} {d.year}",  # mar 3 1997
+    "Y.m.d": lambda d: f"{d.year}.{d.month}.{d.day}",                        # 1997.3.3
+    "dth of B, Y": lambda d: f"{_ordinal(d.day)} of {_MONTHS[d.month - 1]}, {d.year}",
+    "B d, Y (upper)": lambda d: f"{_MONTHS[d.month - 1].upper()} {d.day}, {d.year}",  # MARCH 3, 1997
+    "dd.mm.YYYY": lambda d: f"{d.day:02d}.{d.month:02d}.{d.year}",           # 03.03.1997
+    "d b yy": lambda d: f"{d.day} {_MONTHS[d.month - 1][:3]} {d.year % 100:02d}",  # 3 Mar 97
+    "B dth, Y": lambda d: f"{_MONTHS[d.month - 1]} {_ordinal(d.day)}, {d.year}",  # March 3rd, 1997
+    "a d b Y": lambda d: f"{_DAYS[d.weekday()][:3]} {d.day} {_MONTHS[d.month - 1][:3]} {d.year}",
+    "YYYYmmdd": lambda d: f"{d.year}{d.month:02d}{d.day:02d}",               # 19970303
+    "m/d/Y": lambda d: f"{d.month}/{d.day}/{d.year}",                        # 3/3/1997
+}
+
+
+def format_date(date: _dt.date, fmt: str) -> str:
+    """``date`` written in the human format named ``fmt`` (a key of :data:`DATE_FORMATS`)."""
+    require(isinstance(date, _dt.date), f"date must be a datetime.date, got {type(date).__name__}")
+    require(fmt in DATE_FORMATS, f"fmt must be one of {sorted(DATE_FORMATS)}, got {fmt!r}")
+    return DATE_FORMATS[fmt](date)
+
+
+def date_range(start_year: int = 1950, end_year: int = 2049) -> list[_dt.date]:
+    """Every calendar day from 1 January ``start_year`` to 31 December ``end_year``."""
+    require(
+        isinstance(start_year, int) and isinstance(end_year, int) and 1 <= start_year <= end_year <= 9999,
+        f"start_year and end_year must be ints with 1 <= start_year <= end_year <= 9999, "
+        f"got {start_year!r}, {end_year!r}",
+    )
+    require(
+        end_year - start_year < 100,
+        f"the range must span at most 100 years (two-digit years), got {start_year}-{end_year}",
+    )
+    first, last = _dt.date(start_year, 1, 1), _dt.date(end_year, 12, 31)
+    return [first + _dt.timedelta(days=i) for i in range((last - first).days + 1)]
+
+
+def _check_formats(formats: Sequence[str] | None) -> list[str]:
+    formats = list(DATE_FORMATS) if formats is None else list(formats)
+    require(len(formats) > 0, "formats must not be empty")
+    bad = [f for f in formats if f not in DATE_FORMATS]
+    require(not bad, f"formats has unknown names {bad}; known: {sorted(DATE_FORMATS)}")
+    return formats
+
+
+def _pairs_for(dates: Sequence[_dt.date], n: int, rng: random.Random,
+               formats: list[str]) -> list[tuple[str, str]]:
+    return [
+        (format_date(d, rng.choice(formats)), d.isoformat())
+        for d in (rng.choice(dates) for _ in range(n))
+    ]
+
+
+def date_pairs(n: int, seed: int = 0, formats: Sequence[str] | None = None,
+               start_year: int = 1950, end_year: int = 2049) -> list[tuple[str, str]]:
+    """``n`` pairs ``("3 March 1997", "1997-03-03")``: a random day of the range written in a
+    random format of ``formats`` (default: all of :data:`DATE_FORMATS`)."""
+    require(isinstance(n, int) and n >= 0, f"n must be a non-negative int, got {n!r}")
+    formats = _check_formats(formats)
+    return _pairs_for(date_range(start_year, end_year), n, random.Random(seed), formats)
+
+
+def date_splits(n_train: int, n_test: int, seed: int = 0, test_fraction: float = 0.2,
+                formats: Sequence[str] | None = None, start_year: int = 1950,
+                end_year: int = 2049) -> tuple[list[tuple[str, str]], list[tuple[str, str]]]:
+    """Train and test pairs whose DATES never overlap.
+
+    The days of the range are shuffled (with ``seed``) and split: a ``test_fraction`` of them is
+    reserved for the test set, so a test date is never seen in training in any format.
+    """
+    require(isinstance(n_train, int) and n_train >= 0, f"n_train must be a non-negative int, got {n_train!r}")
+    require(isinstance(n_test, int) and n_test >= 0, f"n_test must be a non-negative int, got {n_test!r}")
+    require(0.0 < test_fraction < 1.0, f"test_fraction must be in (0, 1), got {test_fraction!r}")
+    formats = _check_formats(formats)
+    rng = random.Random(seed)
+    days = date_range(start_year, end_year)
+    rng.shuffle(days)
+    n_held = max(1, round(test_fraction * len(days)))
+    test_days, train_days = days[:n_held], days[n_held:]
+    return _pairs_for(train_days, n_train, rng, formats), _pairs_for(test_days, n_test, rng, formats)
+
+
+# ---------------------------------------------------------------------------------------------
+# Algorithmic tasks
+# ---------------------------------------------------------------------------------------------
+
+def _check_lengths(min_len: int, max_len: int) -> None:
+    require(
+        isinstance(min_len, int) and isinstance(max_len, int) and 1 <= min_len <= max_len,
+        f"min_len and max_len must be ints with 1 <= min_len <= max_len, got {min_len!r}, {max_len!r}",
+    )
+
+
+def random_strings(n: int, seed: int = 0, min_len: int = 1, max_len: int = 10,
+                   alphabet: str = string.ascii_lowercase) -> list[str]:
+    """``n`` strings of uniform random length in ``[min_len, max_len]`` over ``alphabet``."""
+    require(isinstance(n, int) and n >= 0, f"n must be a non-negative int, got {n!r}")
+    _check_lengths(min_len, max_len)
+    require(len(alphabet) > 0, "alphabet must not be empty")
+    rng = random.Random(seed)
+    return ["".join(rng.choice(alphabet) for _ in range(rng.randint(min_len, max_len)))
+            for _ in range(n)]
+
+
+def copy_pairs(n: int, seed: int = 0, min_len: int = 1, max_len: int = 10,
+               alphabet: str = "abcdefghij") -> list[tuple[str, str]]:
+    """``("cab", "cab")``: the target is the source."""
+    return [(s, s) for s in random_strings(n, seed, min_len, max_len, alphabet)]
+
+
+def reverse_pairs(n: int, seed: int = 0, min_len: int = 1, max_len: int = 10,
+                  alphabet: str = "abcdefghij") -> list[tuple[str, str]]:
+    """``("cab", "bac")``: the target is the source reversed."""
+    return [(s, s[::-1]) for s in random_strings(n, seed, min_len, max_len, alphabet)]
+
+
+def sort_pairs(n: int, seed: int = 0, min_len: int = 1, max_len: int = 10,
+               alphabet: str = "abcdefghij") -> list[tuple[str, str]]:
+    """``("cab", "abc")``: the target is the source's characters in sorted order."""
+    return [(s, "".join(sorted(s))) for s in random_strings(n, seed, min_len, max_len, alphabet)]
+
+
+def addition_pairs(n: int, seed: int = 0, max_digits: int = 3) -> list[tuple[str, str]]:
+    """``("123+45", "168")``: two numbers of 1..``max_digits`` digits and their sum."""
+    require(isinstance(n, int) and n >= 0, f"n must be a non-negative int, got {n!r}")
+    require(isinstance(max_digits, int) and max_digits >= 1, f"max_digits must be an int >= 1, got {max_digits!r}")
+    rng = random.Random(seed)
+
+    def number() -> int:
+        digits = rng.randint(1, max_digits)
+        return rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10**digits - 1)
+
+    out = []
+    for _ in range(n):
+        a, b = number(), number()
+        out.append((f"{a}+{b}", str(a + b)))
+    return out
+
+
+def caesar(text: str, shift: int = 3, alphabet: str = string.ascii_lowercase) -> str:
+    """Each letter of ``alphabet`` moved ``shift`` places on (cyclically); others unchanged."""
+    table = {c: alphabet[(i + shift) % len(alphabet)] for i, c in enumerate(alphabet)}
+    return "".join(table.get(c, c) for c in text)
+
+
+def cipher_pairs(n: int, seed: int = 0, min_len: int = 5, max_len: int = 40,
+                 shift: int = 3) -> list[tuple[str, str]]:
+    """``("abcxyz", "defabc")``: random lowercase strings and their Caesar cipher (shift 3).
+
+    Source and target have the same length, so accuracy can be plotted against input length.
+    """
+    return [(s, caesar(s, shift)) for s in random_strings(n, seed, min_len, max_len)]
+
+
+# ---------------------------------------------------------------------------------------------
+# Batching
+# ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Batch:
+    """A padded batch. ``src (B, S)``; ``tgt_in (B, T)`` = ``<bos> y_1 .. y_n``;
+    ``tgt_out (B, T)`` = ``y_1 .. y_n <eos>``; lengths ``(B,)``; masks bool, True = real token."""
+
+    src: torch.Tensor          # (B, S) long
+    tgt_in: torch.Tensor       # (B, T) long
+    tgt_out: torch.Tensor      # (B, T) long
+    src_lengths: torch.Tensor  # (B,) long
+    tgt_lengths: torch.Tensor  # (B,) long, counts <eos>
+    src_mask: torch.Tensor     # (B, S) bool
+    tgt_mask: torch.Tensor     # (B, T) bool
+
+    def to(self, device: torch.device | str) -> Batch:
+        """The same batch on ``device``."""
+        return Batch(**{f.name: getattr(self, f.name).to(device) for f in fields(self)})
+
+    def __len__(self) -> int:
+        return self.src.shape[0]
+
+
+def _pad(rows: list[list[int]], pad: int = PAD) -> torch.Tensor:
+    width = max(len(r) for r in rows)
+    return torch.tensor([r + [pad] * (width - len(r)) for r in rows], dtype=torch.long)
+
+
+def make_batch(pairs: Sequence[tuple[str, str]], src_vocab: Vocab,
+               tgt_vocab: Vocab | None = None, device: torch.device | str | None = None) -> Batch:
+    """Pad ``(source, target)`` string pairs into a :class:`Batch` (``tgt_vocab`` defaults to
+    ``src_vocab``)."""
+    require(len(pairs) > 0, "pairs must not be empty")
+    for p in pairs:
+        require(
+            isinstance(p, (tuple, list)) and len(p) == 2 and all(isinstance(s, str) for s in p),
+            f"pairs must hold (source, target) string pairs, got {p!r}",
+        )
+        require(len(p[0]) > 0, f"pairs must have non-empty sources, got {p!r}")
+    tgt_vocab = src_vocab if tgt_vocab is None else tgt_vocab
+    src_ids = [src_vocab.encode(s) for s, _ in pairs]
+    tgt_ids = [tgt_vocab.encode(t) for _, t in pairs]
+    src = _pad(src_ids)                                      # (B, S)
+    tgt_in = _pad([[BOS] + t for t in tgt_ids])              # (B, T)
+    tgt_out = _pad([t + [EOS] for t in tgt_ids])             # (B, T)
+    src_lengths = torch.tensor([len(s) for s in src_ids])    # (B,)
+    tgt_lengths = torch.tensor([len(t) + 1 for t in tgt_ids])  # (B,)
+    batch = Batch(
+        src=src, tgt_in=tgt_in, tgt_out=tgt_out,
+        src_lengths=src_lengths, tgt_lengths=tgt_lengths,
+        src_mask=torch.arange(src.shape[1]) < src_lengths[:, None],     # (B, S)
+        tgt_mask=torch.arange(tgt_in.shape[1]) < tgt_lengths[:, None],  # (B, T)
+    )
+    return batch if device is None else batch.to(device)
+
+
+class BatchIterator:
+    """Shuffled padded batches of ``pairs``. Each ``iter()`` is one epoch; epoch ``e`` is
+    shuffled with ``random.Random(seed + e)``, so a run is reproducible and epochs differ.
+
+    ``for batch in BatchIterator(pairs, vocab, batch_size=64, seed=0): ...``
+    """
+
+    def __init__(self, pairs: Sequence[tuple[str, str]], src_vocab: Vocab,
+                 tgt_vocab: Vocab | None = None, batch_size: int = 64, seed: int = 0,
+                 shuffle: bool = True, drop_last: bool = False) -> None:
+        require(len(pairs) > 0, "pairs must not be empty")
+        require(isinstance(batch_size, int) and batch_size >= 1, f"batch_size must be an int >= 1, got {batch_size!r}")
+        require(not (drop_last and batch_size > len(pairs)),
+                f"batch_size={batch_size} > len(pairs)={len(pairs)} with drop_last=True gives no batch")
+        self.pairs, self.src_vocab, self.tgt_vocab = list(pairs), src_vocab, tgt_vocab
+        self.batch_size, self.seed, self.shuffle, self.drop_last = batch_size, seed, shuffle, drop_last
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n, b = len(self.pairs), self.batch_size
+        return n // b if self.drop_last else -(-n // b)
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = list(range(len(self.pairs)))
+        if self.shuffle:
+            random.Random(self.seed + self.epoch).shuffle(order)
+        self.epoch += 1
+        for i in range(len(self)):
+            chunk = [self.pairs[j] for j in order[i * self.batch_size:(i + 1) * self.batch_size]]
+            yield make_batch(chunk, self.src_vocab, self.tgt_vocab)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real corpora from a local file
+# ---------------------------------------------------------------------------------------------
+
+def load_sentence_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:
+    """Read ``source<TAB>target[<TAB>attribution...]`` lines (the Tatoeba / ManyThings format).
+
+    Blank lines and lines without two non-empty fields are skipped; surrounding whitespace is
+    stripped; at most ``max_pairs`` pairs are returned (all when ``None``).
+    """
+    require(max_pairs is None or (isinstance(max_pairs, int) and max_pairs >= 0),
+            f"max_pairs must be None or a non-negative int, got {max_pairs!r}")
+    path = Path(path)
+    require(path.is_file(), f"path must be an existing file, got {str(path)!r}")
+    pairs: list[tuple[str, str]] = []
+    with path.open(encoding="utf-8") as f:
+        for line in f:
+            if max_pairs is not None and len(pairs) >= max_pairs:
+                break
+            parts = line.rstrip("\r\n").split("\t")
+            if len(parts) < 2:
+                continue
+            src, tgt = parts[0].strip(), parts[1].strip()
+            if src and tgt:
+                pairs.append((src, tgt))
+    return pairs

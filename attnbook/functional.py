@@ -1,0 +1,474 @@
+"""Attention as pure functions: score functions, the masked softmax, scaled dot-product
+attention, FlashAttention's tiled online softmax, and mask builders.
+
+Conventions (see DESIGN.md): tensors are batch-first, ``T`` is the number of queries, ``S`` the
+number of keys, ``D`` the query/key feature size, ``Dv`` the value size. Masks are boolean with
+``True`` = may attend; a query row with every key masked gives a zero output row and zero
+weights, never NaN.
+
+Causal masks with ``T != S`` are aligned to the *bottom right*: query ``i`` may attend to key
+``j`` when ``j <= i + (S - T)``. This is what incremental decoding needs (the ``T`` new queries
+are the last ``T`` positions of an ``S``-long sequence). Note that PyTorch's
+``F.scaled_dot_product_attention(is_causal=True)`` uses the *top-left* alignment
+(``j <= i``); the two agree when ``T == S``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from ._validate import check_mask, check_ndim, require, shape_of
+
+__all__ = [
+    "dot_score",
+    "scaled_dot_score",
+    "general_score",
+    "additive_score",
+    "masked_softmax",
+    "scaled_dot_product_attention",
+    "flash_attention",
+    "causal_mask",
+    "padding_mask",
+    "key_padding_to_attn_mask",
+]
+
+
+# --------------------------------------------------------------------------------------------
+# score functions: q (..., T, Dq), k (..., S, Dk) -> scores (..., T, S)
+# --------------------------------------------------------------------------------------------
+
+
+def _check_qk(q: torch.Tensor, k: torch.Tensor, same_dim: bool) -> None:
+    check_ndim("q", q, range(2, 9))
+    check_ndim("k", k, range(2, 9))
+    require(
+        q.shape[:-2] == k.shape[:-2],
+        f"q and k must have the same leading (batch) dimensions, got q {shape_of(q)} "
+        f"and k {shape_of(k)}",
+    )
+    if same_dim:
+        require(
+            q.shape[-1] == k.shape[-1],
+            f"q and k must have the same feature size (last dimension), got q {shape_of(q)} "
+            f"and k {shape_of(k)}",
+        )
+
+
+def dot_score(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """Dot-product score ``score(q_t, k_s) = q_t · k_s`` (Luong et al. 2015, "dot").
+
+    q ``(..., T, D)``, k ``(..., S, D)`` -> scores ``(..., T, S)``.
+    """
+    _check_qk(q, k, same_dim=True)
+    return q @ k.transpose(-2, -1)  # (..., T, S)
+
+
+def scaled_dot_score(q: torch.Tensor, k: torch.Tensor, scale: float | None = None) -> torch.Tensor:
+    """Scaled dot-product score ``score(q_t, k_s) = q_t · k_s / sqrt(D)`` (Vaswani et al. 2017).
+
+    ``scale`` replaces ``1/sqrt(D)`` when given. q ``(..., T, D)``, k ``(..., S, D)`` ->
+    scores ``(..., T, S)``.
+    """
+    _check_qk(q, k, same_dim=True)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    return (q @ k.transpose(-2, -1)) * scale  # (..., T, S)
+
+
+def general_score(q: torch.Tensor, k: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
+    """Bilinear score ``score(q_t, k_s) = q_tᵀ W k_s`` (Luong et al. 2015, "general").
+
+    q ``(..., T, Dq)``, k ``(..., S, Dk)``, W ``(Dq, Dk)`` (the ``weight`` of an
+    ``nn.Linear(Dk, Dq)``) -> scores ``(..., T, S)``.
+    """
+    _check_qk(q, k, same_dim=False)
+    check_ndim("W", W, 2)
+    require(
+        W.shape == (q.shape[-1], k.shape[-1]),
+        f"W must have shape (Dq, Dk) = {(q.shape[-1], k.shape[-1])} for q {shape_of(q)} and "
+        f"k {shape_of(k)}, got W {shape_of(W)}",
+    )
+    Wk = k @ W.transpose(0, 1)  # (..., S, Dq)
+    return q @ Wk.transpose(-2, -1)  # (..., T, S)
+
+
+def additive_score(
+    q: torch.Tensor, k: torch.Tensor, W_q: torch.Tensor, W_k: torch.Tensor, v: torch.Tensor
+) -> torch.Tensor:
+    """Additive score ``score(q_t, k_s) = vᵀ tanh(W_q q_t + W_k k_s)`` (Bahdanau et al. 2015).
+
+    Luong's "concat" score ``vᵀ tanh(W_a [q_t; k_s])`` is the same function: split
+    ``W_a = [W_q | W_k]`` into the columns that multiply ``q_t`` and those that multiply ``k_s``.
+
+    q ``(..., T, Dq)``, k ``(..., S, Dk)``, W_q ``(Dh, Dq)``, W_k ``(Dh, Dk)`` (``nn.Linear``
+    weights, out x in), v ``(Dh,)`` or ``(1, Dh)`` -> scores ``(..., T, S)``. Holds a
+    ``(..., T, S, Dh)`` tensor, as the additive score inherently does.
+    """
+    _check_qk(q, k, same_dim=False)
+    check_ndim("W_q", W_q, 2)
+    check_ndim("W_k", W_k, 2)
+    require(
+        W_q.shape[1] == q.shape[-1],
+        f"W_q must have shape (Dh, Dq={q.shape[-1]}) for q {shape_of(q)}, got W_q {shape_of(W_q)}",
+    )
+    require(
+        W_k.shape == (W_q.shape[0], k.shape[-1]),
+        f"W_k must have shape (Dh={W_q.shape[0]}, Dk={k.shape[-1]}) for W_q {shape_of(W_q)} and "
+        f"k {shape_of(k)}, got W_k {shape_of(W_k)}",
+    )
+    check_ndim("v", v, (1, 2))
+    require(
+        v.numel() == W_q.shape[0] and v.shape[-1] == W_q.shape[0],
+        f"v must have shape (Dh,) or (1, Dh) with Dh={W_q.shape[0]}, got v {shape_of(v)}",
+    )
+    Wq = q @ W_q.transpose(0, 1)  # (..., T, Dh)
+    Wk = k @ W_k.transpose(0, 1)  # (..., S, Dh)
+    hidden = torch.tanh(Wq.unsqueeze(-2) + Wk.unsqueeze(-3))  # (..., T, S, Dh)
+    return hidden @ v.reshape(-1)  # (..., T, S)
+
+
+# --------------------------------------------------------------------------------------------
+# softmax with a mask
+# --------------------------------------------------------------------------------------------
+
+
+def masked_softmax(
+    scores: torch.Tensor, mask: torch.Tensor | None = None, dim: int = -1
+) -> torch.Tensor:
+    """Softmax over ``dim`` that ignores masked-out entries.
+
+    ``a_j = exp(s_j - m) / Σ_k exp(s_k - m)`` over the kept entries ``j`` (``m`` = their max, which
+    keeps ``exp`` from overflowing even for logits like ±1e30); masked entries get weight 0. A row
+    whose every entry is masked gets all-zero weights (not NaN), in the forward pass and in the
+    gradient. ``mask`` is boolean (True = keep) and must broadcast to ``scores``.
+    """
+    require(isinstance(scores, torch.Tensor), f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    require(
+        scores.dim() >= 1 and -scores.dim() <= dim < scores.dim(),
+        f"dim={dim} is out of range for scores with shape {shape_of(scores)}",
+    )
+    require(scores.is_floating_point(), f"scores must be floating point, got dtype {scores.dtype}")
+    if mask is None:
+        return torch.softmax(scores, dim=dim)
+    check_mask("mask", mask, scores.shape)
+    keep_any = mask.any(dim=dim, keepdim=True)  # rows with at least one key
+    # Fill masked entries with -inf, except in fully masked rows: those keep their (finite)
+    # scores so the softmax stays finite there, and are zeroed afterwards.
+    s = scores.masked_fill(~mask & keep_any, float("-inf"))
+    a = torch.softmax(s, dim=dim)
+    if bool(keep_any.all()):
+        return a
+    return a.masked_fill(~keep_any, 0.0)
+
+
+# --------------------------------------------------------------------------------------------
+# masks
+# --------------------------------------------------------------------------------------------
+
+
+def causal_mask(T: int, S: int | None = None, device: torch.device | str | None = None) -> torch.Tensor:
+    """Boolean ``(T, S)`` causal mask aligned bottom-right: ``mask[i, j] = j <= i + (S - T)``.
+
+    With ``S = T`` (the default) this is the lower triangle ``j <= i``. With ``S > T`` the ``T``
+    queries are the last ``T`` positions of an ``S``-long sequence (incremental decoding).
+    """
+    S = T if S is None else S
+    require(isinstance(T, int) and T >= 0, f"T must be a non-negative int, got {T!r}")
+    require(isinstance(S, int) and S >= 0, f"S must be a non-negative int, got {S!r}")
+    i = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
+    j = torch.arange(S, device=device).unsqueeze(0)  # (1, S)
+    return j <= i + (S - T)  # (T, S)
+
+
+def padding_mask(lengths: torch.Tensor, S: int) -> torch.Tensor:
+    """Key-padding mask ``(B, S)``: ``mask[b, s] = s < lengths[b]`` (True = a real token).
+
+    Broadcast it against ``(B, T, S)`` scores as ``mask[:, None, :]`` and against
+    ``(B, H, T, S)`` scores with :func:`key_padding_to_attn_mask`.
+    """
+    check_ndim("lengths", lengths, 1)
+    require(
+        not lengths.is_floating_point() and not lengths.is_complex(),
+        f"lengths must be an integer tensor, got dtype {lengths.dtype}",
+    )
+    require(isinstance(S, int) and S >= 0, f"S must be a non-negative int, got {S!r}")
+    require(
+        bool(((lengths >= 0) & (lengths <= S)).all()),
+        f"lengths must lie in [0, S={S}], got {lengths.tolist()}",
+    )
+    s = torch.arange(S, device=lengths.device)  # (S,)
+    return s.unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
+
+
+def key_padding_to_attn_mask(mask: torch.Tensor) -> torch.Tensor:
+    """``(B, S)`` key-padding mask -> ``(B, 1, 1, S)``, which broadcasts to ``(B, H, T, S)``."""
+    check_ndim("mask", mask, 2)
+    require(mask.dtype == torch.bool, f"mask must be boolean, got dtype {mask.dtype}")
+    return mask[:, None, None, :]  # (B, 1, 1, S)
+
+
+# --------------------------------------------------------------------------------------------
+# scaled dot-product attention
+# --------------------------------------------------------------------------------------------
+
+
+def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    for name, x in (("q", q), ("k", k), ("v", v)):
+        check_ndim(name, x, range(2, 9))
+        require(x.is_floating_point(), f"{name} must be floating point, got dtype {x.dtype}")
+    require(
+        q.dim() == k.dim() == v.dim() and q.shape[:-2] == k.shape[:-2] == v.shape[:-2],
+        f"q, k and v must have the same leading (batch) dimensions, got q {shape_of(q)}, "
+        f"k {shape_of(k)}, v {shape_of(v)}",
+    )
+    require(
+        q.shape[-1] == k.shape[-1],
+        f"q and k must have the same feature size D, got q {shape_of(q)} and k {shape_of(k)}",
+    )
+    require(
+        k.shape[-2] == v.shape[-2],
+        f"k and v must have the same number of keys S, got k {shape_of(k)} and v {shape_of(v)}",
+    )
+    require(
+        q.dtype == k.dtype == v.dtype and q.device == k.device == v.device,
+        f"q, k and v must share dtype and device, got {q.dtype}/{q.device}, {k.dtype}/{k.device}, "
+        f"{v.dtype}/{v.device}",
+    )
+
+
+def _combined_mask(
+    mask: torch.Tensor | None, causal: bool, T: int, S: int, device: torch.device
+) -> torch.Tensor | None:
+    if causal:
+        c = causal_mask(T, S, device=device)  # (T, S)
+        return c if mask is None else mask & c
+    return mask
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    dropout_p: float = 0.0,
+    *,
+    attn_bias: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``Attention(Q, K, V) = softmax(Q Kᵀ / sqrt(D) + bias) V`` (Vaswani et al. 2017).
+
+    q ``(..., T, D)``, k ``(..., S, D)``, v ``(..., S, Dv)`` with the same leading dimensions ->
+    (out ``(..., T, Dv)``, weights ``(..., T, S)``). ``mask`` is boolean (True = may attend),
+    broadcastable to ``(..., T, S)``; ``causal=True`` adds the bottom-right causal mask (see the
+    module docstring); ``scale`` replaces ``1/sqrt(D)``; ``attn_bias`` is a float tensor
+    broadcastable to ``(..., T, S)`` added to the scores (e.g. ALiBi). With ``dropout_p > 0`` the
+    weights are dropped out (and rescaled by ``1/(1-p)``); the returned weights are the ones used.
+    Fully masked query rows give zero output and zero weights.
+    """
+    _check_qkv(q, k, v)
+    T, S = q.shape[-2], k.shape[-2]
+    target = (*q.shape[:-2], T, S)
+    if mask is not None:
+        check_mask("mask", mask, target)
+    if attn_bias is not None:
+        require(
+            isinstance(attn_bias, torch.Tensor) and attn_bias.is_floating_point(),
+            f"attn_bias must be a floating point tensor, got {type(attn_bias).__name__} "
+            f"{getattr(attn_bias, 'dtype', '')}",
+        )
+        ok = attn_bias.dim() <= len(target) and all(
+            b in (1, t) for b, t in zip(reversed(attn_bias.shape), reversed(target))
+        )
+        require(ok, f"attn_bias with shape {shape_of(attn_bias)} does not broadcast to {target}")
+    require(0.0 <= dropout_p < 1.0, f"dropout_p must be in [0, 1), got {dropout_p}")
+
+    scores = scaled_dot_score(q, k, scale)  # (..., T, S)
+    if attn_bias is not None:
+        scores = scores + attn_bias
+    weights = masked_softmax(scores, _combined_mask(mask, causal, T, S, q.device))  # (..., T, S)
+    if dropout_p > 0.0:
+        weights = F.dropout(weights, p=dropout_p, training=True)
+    return weights @ v, weights  # (..., T, Dv), (..., T, S)
+
+
+# --------------------------------------------------------------------------------------------
+# FlashAttention: tiles + online softmax, forward and backward without a T x S tensor
+# --------------------------------------------------------------------------------------------
+
+
+def _tiles(n: int, block: int) -> list[tuple[int, int]]:
+    return [(i, min(i + block, n)) for i in range(0, n, block)]
+
+
+class _FlashTiling:
+    """Tile bookkeeping shared by the forward and backward pass.
+
+    ``q`` is ``(N, T, D)`` with all leading dimensions flattened into ``N``; ``mask`` keeps its
+    own (broadcastable) shape and is sliced per tile, so no ``T x S`` tensor is ever built.
+    """
+
+    def __init__(self, batch_shape, T, S, mask, causal, block_q, block_k, device):
+        self.batch_shape, self.T, self.S = tuple(batch_shape), T, S
+        self.N = math.prod(self.batch_shape)
+        self.mask, self.causal, self.device = mask, causal, device
+        self.q_tiles, self.k_tiles = _tiles(T, block_q), _tiles(S, block_k)
+        self.shift = S - T  # bottom-right causal alignment: key j visible to query i iff j <= i + shift
+
+    def visible(self, i0: int, i1: int, j0: int, j1: int) -> bool:
+        """False when the key block lies entirely above the causal diagonal (skip it)."""
+        return not self.causal or j0 <= (i1 - 1) + self.shift
+
+    def tile_mask(self, i0: int, i1: int, j0: int, j1: int) -> torch.Tensor | None:
+        """Boolean keep-mask ``(N or 1, i1-i0, j1-j0)`` for one tile, or None if all is kept."""
+        keep = None
+        if self.causal and j1 - 1 > i0 + self.shift:  # tile crosses the diagonal
+            i = torch.arange(i0, i1, device=self.device).unsqueeze(1)  # (bq, 1)
+            j = torch.arange(j0, j1, device=self.device).unsqueeze(0)  # (1, bk)
+            keep = (j <= i + self.shift).unsqueeze(0)  # (1, bq, bk)
+        if self.mask is not None:
+            m = self.mask[..., i0:i1, j0:j1]
+            m = m.expand(*self.batch_shape, i1 - i0, j1 - j0).reshape(self.N, i1 - i0, j1 - j0)
+            keep = m if keep is None else keep & m
+        return keep
+
+
+def _flash_forward(q, k, v, scale, tiling: _FlashTiling):
+    """Online-softmax forward. q ``(N, T, D)``, k ``(N, S, D)``, v ``(N, S, Dv)`` ->
+    out ``(N, T, Dv)`` and the log-sum-exp ``L = m + log l`` per row ``(N, T, 1)``."""
+    N, T, _ = q.shape
+    Dv = v.shape[-1]
+    out = torch.empty(N, T, Dv, dtype=q.dtype, device=q.device)  # (N, T, Dv)
+    lse = torch.empty(N, T, 1, dtype=q.dtype, device=q.device)  # (N, T, 1)
+    kT = k.transpose(1, 2)  # (N, D, S)
+    for i0, i1 in tiling.q_tiles:
+        Q_i = q[:, i0:i1] * scale  # (N, bq, D)
+        m_i = torch.full((N, i1 - i0, 1), float("-inf"), dtype=q.dtype, device=q.device)
+        l_i = torch.zeros(N, i1 - i0, 1, dtype=q.dtype, device=q.device)
+        O_i = out[:, i0:i1].zero_()  # (N, bq, Dv) accumulator, written in place
+        for j0, j1 in tiling.k_tiles:
+            if not tiling.visible(i0, i1, j0, j1):
+                break  # every later key block is above the diagonal too
+            S_ij = torch.bmm(Q_i, kT[:, :, j0:j1])  # (N, bq, bk)
+            keep = tiling.tile_mask(i0, i1, j0, j1)
+            if keep is not None:
+                S_ij.masked_fill_(~keep, float("-inf"))
+            m_new = torch.maximum(m_i, S_ij.amax(dim=-1, keepdim=True))  # (N, bq, 1)
+            # rows with no visible key so far keep m = -inf; shift them by 0 to avoid inf - inf
+            m_safe = m_new.nan_to_num(neginf=0.0) if keep is not None else m_new
+            P_ij = S_ij.sub_(m_safe).exp_()  # (N, bq, bk), unnormalised probabilities
+            alpha = (m_i - m_safe).exp_()  # (N, bq, 1), rescales what was accumulated so far
+            l_i.mul_(alpha).add_(P_ij.sum(dim=-1, keepdim=True))
+            O_i.mul_(alpha).baddbmm_(P_ij, v[:, j0:j1])
+            m_i = m_new
+        empty = l_i == 0  # fully masked rows
+        O_i.div_(l_i.masked_fill(empty, 1.0))
+        # L = m + log l; +inf for empty rows makes exp(S - L) = 0 in the backward pass
+        lse[:, i0:i1] = torch.where(empty, float("inf"), m_i + l_i.log())
+    return out, lse
+
+
+def _flash_backward(q, k, v, out, lse, dout, scale, tiling: _FlashTiling, needs):
+    """FlashAttention backward (Dao et al. 2022, Alg. 4), recomputing ``P`` tile by tile.
+
+    ``D_i = rowsum(dO_i ∘ O_i)``, ``P = exp(S - L)``, ``dV_j += Pᵀ dO_i``, ``dP = dO_i V_jᵀ``,
+    ``dS = P ∘ (dP - D_i)``, ``dQ_i += scale dS K_j``, ``dK_j += scale dSᵀ Q_i``.
+    """
+    Dvec = (dout * out).sum(dim=-1, keepdim=True)  # (N, T, 1)
+    dq = torch.zeros_like(q) if needs[0] else None
+    dk = torch.zeros_like(k) if needs[1] else None
+    dv = torch.zeros_like(v) if needs[2] else None
+    qs = q * scale  # (N, T, D)
+    vT = v.transpose(1, 2)  # (N, Dv, S)
+    for j0, j1 in tiling.k_tiles:
+        K_j = k[:, j0:j1]  # (N, bk, D)
+        K_jT = K_j.transpose(1, 2)  # (N, D, bk)
+        for i0, i1 in tiling.q_tiles:
+            if not tiling.visible(i0, i1, j0, j1):
+                continue
+            S_ij = torch.bmm(qs[:, i0:i1], K_jT)  # (N, bq, bk)
+            keep = tiling.tile_mask(i0, i1, j0, j1)
+            if keep is not None:
+                S_ij.masked_fill_(~keep, float("-inf"))
+            P_ij = S_ij.sub_(lse[:, i0:i1]).exp_()  # (N, bq, bk), normalised probabilities
+            dO_i = dout[:, i0:i1]  # (N, bq, Dv)
+            if dv is not None:
+                dv[:, j0:j1].baddbmm_(P_ij.transpose(1, 2), dO_i)
+            if dq is None and dk is None:
+                continue
+            dP_ij = torch.bmm(dO_i, vT[:, :, j0:j1])  # (N, bq, bk)
+            dS_ij = dP_ij.sub_(Dvec[:, i0:i1]).mul_(P_ij)  # (N, bq, bk)
+            if dq is not None:
+                dq[:, i0:i1].baddbmm_(dS_ij, K_j, alpha=scale)
+            if dk is not None:
+                dk[:, j0:j1].baddbmm_(dS_ij.transpose(1, 2), qs[:, i0:i1])
+    return dq, dk, dv
+
+
+class _FlashAttention(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, q, k, v, scale, tiling):  # q (N, T, D), k (N, S, D), v (N, S, Dv)
+        out, lse = _flash_forward(q, k, v, scale, tiling)
+        ctx.save_for_backward(q, k, v, out, lse)
+        ctx.scale, ctx.tiling = scale, tiling
+        return out
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, dout):
+        q, k, v, out, lse = ctx.saved_tensors
+        needs = ctx.needs_input_grad[:3]
+        dq, dk, dv = _flash_backward(
+            q, k, v, out, lse, dout.contiguous(), ctx.scale, ctx.tiling, needs
+        )
+        return dq, dk, dv, None, None
+
+
+def flash_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    causal: bool = False,
+    scale: float | None = None,
+    block_size: int | tuple[int, int] = 128,
+) -> torch.Tensor:
+    """Exact attention computed tile by tile with an online softmax (FlashAttention).
+
+    Same function as :func:`scaled_dot_product_attention` (same shapes, mask and bottom-right
+    causal conventions; fully masked rows give zeros) but it never holds a ``T x S`` tensor:
+    for each query tile ``Q_i`` it streams over key tiles ``K_j, V_j`` keeping a running row max
+    ``m``, a running normaliser ``l`` and an unnormalised output ``O`` (Milakov & Gimelshein 2018;
+    Dao et al. 2022):
+
+        ``m' = max(m, rowmax(S_ij))``, ``P = exp(S_ij - m')``, ``l' = e^(m - m') l + rowsum(P)``,
+        ``O' = e^(m - m') O + P V_j``, and finally ``O / l``.
+
+    Key tiles entirely above the causal diagonal are skipped. The backward pass (a custom
+    ``autograd.Function``) saves only ``q, k, v, out`` and the per-row log-sum-exp and recomputes
+    each tile's probabilities. ``block_size`` is the tile edge (or ``(block_q, block_k)``).
+    Internally float16/bfloat16 inputs are computed in float32.
+    """
+    _check_qkv(q, k, v)
+    T, S = q.shape[-2], k.shape[-2]
+    batch_shape = q.shape[:-2]
+    if mask is not None:
+        check_mask("mask", mask, (*batch_shape, T, S))
+    bq, bk = (block_size, block_size) if isinstance(block_size, int) else tuple(block_size)
+    require(
+        isinstance(bq, int) and isinstance(bk, int) and bq > 0 and bk > 0,
+        f"block_size must be a positive int or a pair of them, got {block_size!r}",
+    )
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    work = torch.float32 if q.dtype in (torch.float16, torch.bfloat16) else q.dtype
+    N = math.prod(batch_shape)
+    q3 = q.reshape(N, T, q.shape[-1]).to(work)  # (N, T, D)
+    k3 = k.reshape(N, S, k.shape[-1]).to(work)  # (N, S, D)
+    v3 = v.reshape(N, S, v.shape[-1]).to(work)  # (N, S, Dv)
+    tiling = _FlashTiling(batch_shape, T, S, mask, causal, bq, bk, q.device)
+    out = _FlashAttention.apply(q3, k3, v3, float(scale), tiling)  # (N, T, Dv)
+    return out.to(q.dtype).reshape(*batch_shape, T, v.shape[-1])

@@ -1,0 +1,384 @@
+"""Figures shared by the chapters: attention heatmaps, grids of heads, the history timeline and
+training curves.
+
+Every function takes torch tensors (any device, any dtype, with or without grad) or NumPy
+arrays, draws with matplotlib only, and returns the ``Axes`` (or ``Figure``) it drew on, so a
+chapter can add to the plot or a test can read it back. Nothing here calls ``plt.show()``.
+
+Conventions: in a ``(T, S)`` attention matrix row ``t`` is a query and column ``s`` a key, so
+keys run along the x axis and queries down the y axis, and each row sums to one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import torch
+from matplotlib.axes import Axes
+from matplotlib.figure import Figure
+
+__all__ = [
+    "to_numpy",
+    "attention_heatmap",
+    "head_grid",
+    "plot_timeline",
+    "plot_curves",
+    "theme_colors",
+]
+
+# how many tick labels a panel shows before it thins them out
+_MAX_TICK_LABELS = 40
+
+
+def to_numpy(x: Any, name: str = "x") -> np.ndarray:
+    """``x`` (torch tensor on any device/dtype, NumPy array or nested list) as a float64 array.
+
+    Tensors are detached and copied to the CPU first; a ``ValueError`` names ``name`` when ``x``
+    cannot be read as numbers.
+    """
+    if isinstance(x, torch.Tensor):
+        return x.detach().to(device="cpu", dtype=torch.float64).numpy()
+    try:
+        return np.asarray(x, dtype=np.float64)
+    except (TypeError, ValueError) as err:
+        raise ValueError(f"{name} must be a tensor or array of numbers, got {type(x).__name__}") from err
+
+
+def _check_labels(name: str, labels: Sequence[Any] | None, n: int, what: str, shape: tuple) -> None:
+    if labels is not None and len(labels) != n:
+        raise ValueError(
+            f"{name} has {len(labels)} labels but weights has {n} {what}, got shape {shape}"
+        )
+
+
+def _set_ticks(ax: Axes, axis: str, n: int, labels: Sequence[Any] | None, rotate: bool) -> None:
+    """Integer ticks on ``axis`` ('x' or 'y'), labelled with ``labels`` when given."""
+    step = 1 if labels is not None and n <= _MAX_TICK_LABELS else max(1, int(np.ceil(n / 10)))
+    ticks = np.arange(0, n, step)
+    text = [str(labels[i]) for i in ticks] if labels is not None else [str(i) for i in ticks]
+    if axis == "x":
+        ax.set_xticks(ticks)
+        if rotate:
+            ax.set_xticklabels(text, rotation=45, ha="right", rotation_mode="anchor")
+        else:
+            ax.set_xticklabels(text)
+    else:
+        ax.set_yticks(ticks)
+        ax.set_yticklabels(text)
+
+
+def _annotate(ax: Axes, image: Any, w: np.ndarray, fmt: str) -> None:
+    """Write each cell's value in it, black on light cells and white on dark ones."""
+    T, S = w.shape
+    fontsize = max(5.0, min(10.0, 110.0 / max(T, S)))
+    for t in range(T):
+        for s in range(S):
+            r, g, b, _ = image.cmap(image.norm(w[t, s]))
+            luminance = 0.299 * r + 0.587 * g + 0.114 * b
+            ax.text(
+                s, t, format(w[t, s], fmt), ha="center", va="center", fontsize=fontsize,
+                color="black" if luminance > 0.5 else "white",
+            )
+
+
+def attention_heatmap(
+    weights: Any,
+    x_labels: Sequence[Any] | None = None,
+    y_labels: Sequence[Any] | None = None,
+    ax: Axes | None = None,
+    title: str | None = None,
+    cmap: str = "viridis",
+    annotate: bool = False,
+    colorbar: bool = True,
+    *,
+    vmin: float | None = None,
+    vmax: float | None = None,
+    fmt: str = ".2f",
+    xlabel: str | None = "key",
+    ylabel: str | None = "query",
+    aspect: str | float = "equal",
+) -> Axes:
+    """Heatmap of one ``(T, S)`` attention matrix: keys along x, queries along y.
+
+    ``weights[t, s]`` is drawn in row ``t`` (query ``y_labels[t]``) and column ``s`` (key
+    ``x_labels[s]``); the x tick labels are rotated 45 degrees. ``annotate=True`` writes each
+    value in its cell with ``fmt``. ``vmin``/``vmax`` fix the colour scale (e.g. 0 and 1 to
+    compare several matrices). Draws on ``ax`` (a new figure when ``None``) and returns it.
+
+    Raises ``ValueError`` when ``weights`` is not 2-D or a label list has the wrong length.
+    """
+    w = to_numpy(weights, "weights")
+    if w.ndim != 2:
+        raise ValueError(f"weights must be a 2-D (T, S) matrix, got shape {w.shape}")
+    T, S = w.shape
+    _check_labels("x_labels", x_labels, S, "columns (keys)", w.shape)
+    _check_labels("y_labels", y_labels, T, "rows (queries)", w.shape)
+    if ax is None:
+        width = min(12.0, 2.0 + 0.45 * S)
+        height = min(10.0, 1.5 + 0.4 * T)
+        _, ax = plt.subplots(figsize=(max(width, 3.5), max(height, 2.5)), layout="constrained")
+
+    image = ax.imshow(w, cmap=cmap, vmin=vmin, vmax=vmax, aspect=aspect, interpolation="nearest")
+    _set_ticks(ax, "x", S, x_labels, rotate=x_labels is not None)
+    _set_ticks(ax, "y", T, y_labels, rotate=False)
+    ax.tick_params(length=0)
+    if xlabel:
+        ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if annotate:
+        _annotate(ax, image, w, fmt)
+    if colorbar:
+        ax.figure.colorbar(image, ax=ax, fraction=0.046, pad=0.03)
+    return ax
+
+
+def head_grid(
+    weights: Any,
+    layer_labels: Sequence[Any] | None = None,
+    head_labels: Sequence[Any] | None = None,
+    x_labels: Sequence[Any] | None = None,
+    y_labels: Sequence[Any] | None = None,
+    title: str | None = None,
+    *,
+    cmap: str = "viridis",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    panel_size: float = 2.4,
+    colorbar: bool = True,
+) -> Figure:
+    """Grid of attention maps, one row per layer and one column per head, on one colour scale.
+
+    ``weights`` is ``(L, H, T, S)``, or ``(H, T, S)`` for a single layer (one row). The colour
+    limits are shared by every panel: ``vmin``/``vmax`` when given, else the minimum and maximum
+    over all of ``weights``. Query labels are shown on the left column and key labels on the
+    bottom row. Returns the new ``Figure``; its panels are ``fig.axes[:L * H]`` in row-major
+    order (a colour bar, when drawn, is the last axes).
+
+    Raises ``ValueError`` for other shapes or label lists of the wrong length.
+    """
+    w = to_numpy(weights, "weights")
+    if w.ndim == 3:
+        w = w[None]
+    if w.ndim != 4:
+        raise ValueError(
+            f"weights must be (L, H, T, S) or (H, T, S), got shape {to_numpy(weights).shape}"
+        )
+    L, H, T, S = w.shape
+    _check_labels("layer_labels", layer_labels, L, "layers", w.shape)
+    _check_labels("head_labels", head_labels, H, "heads", w.shape)
+    _check_labels("x_labels", x_labels, S, "keys", w.shape)
+    _check_labels("y_labels", y_labels, T, "queries", w.shape)
+    lo = float(np.nanmin(w)) if vmin is None else vmin
+    hi = float(np.nanmax(w)) if vmax is None else vmax
+
+    fig, axes = plt.subplots(
+        L, H, figsize=(panel_size * H + 1.2, panel_size * L + 0.6),
+        squeeze=False, layout="constrained",
+    )
+    image = None
+    for layer in range(L):
+        for head in range(H):
+            ax = axes[layer, head]
+            image = ax.imshow(w[layer, head], cmap=cmap, vmin=lo, vmax=hi, interpolation="nearest")
+            ax.tick_params(length=0, labelsize=8)
+            if layer == L - 1:
+                _set_ticks(ax, "x", S, x_labels, rotate=x_labels is not None)
+            else:
+                ax.set_xticks([])
+            if head == 0:
+                _set_ticks(ax, "y", T, y_labels, rotate=False)
+                name = layer_labels[layer] if layer_labels is not None else f"layer {layer}"
+                ax.set_ylabel(str(name))
+            else:
+                ax.set_yticks([])
+            if layer == 0:
+                ax.set_title(str(head_labels[head]) if head_labels is not None else f"head {head}")
+    if colorbar and image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="attention weight")
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def theme_colors(themes: Sequence[str]) -> dict[str, Any]:
+    """One distinct colour per theme name, in the order given (``tab10``, then ``tab20``)."""
+    cmap = plt.get_cmap("tab10" if len(themes) <= 10 else "tab20")
+    return {theme: cmap(i % cmap.N) for i, theme in enumerate(themes)}
+
+
+def _renderer(fig: Figure) -> Any:
+    """The figure's renderer, to measure text (Agg-based canvases have ``get_renderer``)."""
+    get = getattr(fig.canvas, "get_renderer", None)
+    return get() if callable(get) else fig._get_renderer()
+
+
+def _spread_same_year(years: Sequence[int]) -> np.ndarray:
+    """x positions: entries that share a year are spread evenly within +-0.3 of it."""
+    years = np.asarray(years, dtype=np.float64)
+    x = years.copy()
+    for year in np.unique(years):
+        idx = np.flatnonzero(years == year)
+        if len(idx) > 1:
+            x[idx] = year + np.linspace(-0.3, 0.3, len(idx))
+    return x
+
+
+def plot_timeline(
+    entries: Sequence[Any],
+    ax: Axes | None = None,
+    *,
+    title: str | None = None,
+    themes: Sequence[str] | None = None,
+    compress_before: int | None = 2012,
+    max_levels: int = 7,
+    fontsize: float = 8.0,
+) -> Axes:
+    """Timeline of milestones: a marker per entry on a year axis, labels staggered above and
+    below it so that they do not overlap, colours by theme.
+
+    ``entries`` are objects with ``year``, ``work`` and ``theme`` attributes (e.g.
+    :class:`attnbook.history.Milestone`), drawn in the order given (sort them by year first).
+    Entries of the same year are spread within the year. Years before ``compress_before`` take
+    a quarter of the width (the early history is sparse); ``None`` keeps the axis linear. Each
+    label is put on the nearest free level (up, down, up two, ...), measured with the renderer.
+    ``themes`` fixes the colour order (default: :data:`attnbook.history.THEMES`). Returns the
+    ``Axes``; ``ax.collections[0]`` holds one marker per entry.
+    """
+    if len(entries) == 0:
+        raise ValueError("entries must hold at least one milestone, got 0")
+    for i, e in enumerate(entries):
+        if not all(hasattr(e, a) for a in ("year", "work", "theme")):
+            raise ValueError(f"entries[{i}] needs year, work and theme attributes, got {e!r}")
+    if themes is None:
+        from .history import THEMES
+
+        themes = THEMES
+    known = list(themes) + sorted({e.theme for e in entries} - set(themes))
+    colors = theme_colors(known)
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(13, 6.5))
+    fig = ax.figure
+    years = [int(e.year) for e in entries]
+    x = _spread_same_year(years)
+    lo_year, hi_year = min(years) - 1, max(years) + 1
+
+    if compress_before is not None and lo_year < compress_before < hi_year:
+        # piecewise-linear scale: [lo, compress_before] -> a quarter of the width
+        span_old = compress_before - lo_year
+        span_new = hi_year - compress_before
+        k = (span_new / 3.0) / span_old  # old years squeezed to 1/3 of the new ones' width
+
+        def forward(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v, dtype=np.float64)
+            return np.where(v < compress_before, compress_before + (v - compress_before) * k, v)
+
+        def inverse(v: np.ndarray) -> np.ndarray:
+            v = np.asarray(v, dtype=np.float64)
+            return np.where(v < compress_before, compress_before + (v - compress_before) / k, v)
+
+        ax.set_xscale("function", functions=(forward, inverse))
+        ax.axvline(compress_before, color="0.6", lw=0.8, ls=":", zorder=0)
+    ax.set_xlim(lo_year, hi_year)
+    ax.set_ylim(-max_levels - 0.8, max_levels + 0.8)
+    ax.axhline(0, color="0.3", lw=1.2, zorder=1)
+
+    point_colors = [colors[e.theme] for e in entries]
+    ax.scatter(x, np.zeros(len(entries)), c=point_colors, s=40, zorder=3, edgecolors="white")
+
+    renderer = _renderer(fig)
+    placed: list[Any] = []  # bounding boxes (display coordinates) of the labels drawn so far
+    order = [lv for k in range(1, max_levels + 1) for lv in (k, -k)]
+    for xi, entry, color in zip(x, entries, point_colors):
+        text = ax.text(
+            xi, 0, f"{entry.work} ({entry.year})", fontsize=fontsize, color=color,
+            ha="center", va="center", zorder=4,
+            bbox={"boxstyle": "round,pad=0.2", "fc": "white", "ec": color, "lw": 0.6},
+        )
+        best, best_overlap = order[0], None
+        for level in order:
+            text.set_y(level)
+            box = text.get_window_extent(renderer).expanded(1.04, 1.15)
+            overlap = sum(box.overlaps(other) for other in placed)
+            if best_overlap is None or overlap < best_overlap:
+                best, best_overlap = level, overlap
+            if overlap == 0:
+                break
+        text.set_y(best)
+        placed.append(text.get_window_extent(renderer).expanded(1.04, 1.15))
+        ax.plot([xi, xi], [0, best], color=color, lw=0.7, zorder=2)
+
+    ax.set_yticks([])
+    for side in ("left", "right", "top"):
+        ax.spines[side].set_visible(False)
+    ticks = sorted(set(years) | ({compress_before} if compress_before else set()))
+    ticks = [t for t in ticks if lo_year <= t <= hi_year]
+    ax.set_xticks(ticks)
+    ax.set_xticklabels([str(t) for t in ticks], rotation=60, ha="right", fontsize=8)
+    ax.set_xlabel("year")
+    handles = [
+        plt.Line2D([], [], marker="o", ls="", color=colors[t], label=t)
+        for t in known if any(e.theme == t for e in entries)
+    ]
+    ax.legend(handles=handles, loc="upper left", fontsize=8, frameon=False, ncols=min(4, len(handles)))
+    if title:
+        ax.set_title(title)
+    return ax
+
+
+def plot_curves(
+    histories: Mapping[str, Sequence[float]] | Sequence[float],
+    xlabel: str = "step",
+    ylabel: str = "loss",
+    title: str | None = None,
+    ax: Axes | None = None,
+    logy: bool = False,
+    *,
+    x: Sequence[float] | None = None,
+    smooth: int = 1,
+) -> Axes:
+    """Line plot of one or more curves (e.g. training and validation loss), one line per key.
+
+    ``histories`` maps a legend label to a list of values (a bare list gives one unlabelled
+    curve); values may be floats or 0-d tensors. ``x`` gives shared x values (default 0, 1, ...),
+    ``smooth > 1`` draws a moving average over that many points beside the faint raw curve,
+    ``logy`` puts y on a log scale. Returns the ``Axes``.
+    """
+    if not isinstance(histories, Mapping):
+        histories = {"": histories}
+    if len(histories) == 0:
+        raise ValueError("histories must hold at least one curve, got an empty mapping")
+    if not isinstance(smooth, int) or smooth < 1:
+        raise ValueError(f"smooth must be a positive int, got {smooth!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
+    for label, values in histories.items():
+        y = np.array([float(v) for v in values], dtype=np.float64)
+        if y.ndim != 1:
+            raise ValueError(f"histories[{label!r}] must be a list of numbers, got shape {y.shape}")
+        xs = np.arange(len(y)) if x is None else np.asarray(x, dtype=np.float64)
+        if len(xs) != len(y):
+            raise ValueError(f"x has {len(xs)} values but histories[{label!r}] has {len(y)}")
+        if smooth > 1 and len(y) >= smooth:
+            (line,) = ax.plot(xs, y, alpha=0.25)
+            kernel = np.ones(smooth) / smooth
+            ax.plot(xs[smooth - 1:], np.convolve(y, kernel, mode="valid"),
+                    color=line.get_color(), label=label or None)
+        else:
+            ax.plot(xs, y, label=label or None)
+    if logy:
+        ax.set_yscale("log")
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title)
+    if any(label for label in histories):
+        ax.legend(frameon=False)
+    ax.grid(alpha=0.3)
+    return ax
