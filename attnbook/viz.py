@@ -359,9 +359,13 @@ def plot_curves(
     if ax is None:
         _, ax = plt.subplots(figsize=(6, 3.6), layout="constrained")
     for label, values in histories.items():
-        y = np.array([float(v) for v in values], dtype=np.float64)
-        if y.ndim != 1:
-            raise ValueError(f"histories[{label!r}] must be a list of numbers, got shape {y.shape}")
+        try:  # float() of a nested list or of a multi-element tensor fails: not a 1-D curve
+            y = np.array([float(v) for v in values], dtype=np.float64)
+        except (TypeError, ValueError, RuntimeError) as err:
+            shape = tuple(values.shape) if hasattr(values, "shape") else type(values).__name__
+            raise ValueError(
+                f"histories[{label!r}] must be a 1-D list of numbers, got {shape}"
+            ) from err
         xs = np.arange(len(y)) if x is None else np.asarray(x, dtype=np.float64)
         if len(xs) != len(y):
             raise ValueError(f"x has {len(xs)} values but histories[{label!r}] has {len(y)}")
