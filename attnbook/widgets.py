@@ -85,11 +85,20 @@ def _show_ignored() -> Iterator[None]:
         plt.show = original
 
 
-def _make_control(name: str, abbrev: Any) -> widgets.Widget:
+def _defaults(plot_fn: Callable[..., Any]) -> dict[str, Any]:
+    """The keyword defaults of ``plot_fn``: a slider starts there rather than mid-range."""
+    try:
+        params = inspect.signature(plot_fn).parameters.values()
+    except (TypeError, ValueError):  # builtins without a signature
+        return {}
+    return {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+
+
+def _make_control(name: str, abbrev: Any, default: Any = inspect.Parameter.empty) -> widgets.Widget:
     if isinstance(abbrev, widgets.Widget):
         control = abbrev
     else:
-        control = widgets.interactive.widget_from_abbrev(abbrev, inspect.Parameter.empty)
+        control = widgets.interactive.widget_from_abbrev(abbrev, default)
         if control is None:
             raise ValueError(f"control {name}={abbrev!r} is not a widget or an interact abbreviation")
     if isinstance(control, widgets.DOMWidget) and hasattr(control, "description"):
@@ -125,11 +134,13 @@ class Explorer(widgets.VBox):
         self.dpi = dpi
         self.fixed: dict[str, Any] = {}
         self.controls: dict[str, widgets.Widget] = {}
+        defaults = _defaults(plot_fn)
         for name, abbrev in controls.items():
             if isinstance(abbrev, widgets.fixed):
                 self.fixed[name] = abbrev.value
             else:
-                self.controls[name] = _make_control(name, abbrev)
+                default = defaults.get(name, inspect.Parameter.empty)
+                self.controls[name] = _make_control(name, abbrev, default)
         self.out = widgets.Output()
         self.result: Any = None
         self.draws = 0

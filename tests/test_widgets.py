@@ -133,9 +133,9 @@ def test_printed_text_and_rich_return_values_are_shown():
     ex = aw.explore(draw, k=(1, 3, 1))
     kinds = [(o["output_type"], sorted(o.get("data", {}))) for o in ex.out.outputs]
     assert kinds[0] == ("stream", [])
-    assert ex.out.outputs[0]["text"] == "k is 2\n"
+    assert ex.out.outputs[0]["text"] == "k is 1\n"  # the default, not mid-range
     markdown = [o for o in ex.out.outputs if "text/markdown" in o.get("data", {})]
-    assert markdown[0]["data"]["text/markdown"] == "**k = 2**"
+    assert markdown[0]["data"]["text/markdown"] == "**k = 1**"
     assert len(_pngs(ex)) == 1
 
 
@@ -310,3 +310,11 @@ def test_head_explorer_rejects_bad_shapes(shape):
 def test_head_explorer_rejects_wrong_label_lengths(kwargs, name):
     with pytest.raises(ValueError, match=name):
         aw.head_explorer(torch.rand(1, 2, 3, 4), **kwargs)
+
+
+def test_explore_sliders_start_at_the_plot_functions_defaults():
+    def draw(temperature=1.0, k=3, mode="b"):
+        plt.plot([0, k], [0, temperature])
+
+    e = aw.explore(draw, temperature=(0.1, 5.0, 0.1), k=(1, 10), mode=["a", "b"])
+    assert e.kwargs == {"temperature": 1.0, "k": 3, "mode": "b"}
