@@ -16,6 +16,7 @@ __version__ = "0.1.0"
 # public name -> submodule that defines it
 _EXPORTS: dict[str, str] = {
     "AdditiveAttention": "attention",
+    "AttentionalOutput": "attention",
     "LuongAttention": "attention",
     "MultiHeadAttention": "attention",
     "KVCache": "attention",
@@ -52,7 +53,13 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
-    from .attention import AdditiveAttention, KVCache, LuongAttention, MultiHeadAttention
+    from .attention import (
+        AdditiveAttention,
+        AttentionalOutput,
+        KVCache,
+        LuongAttention,
+        MultiHeadAttention,
+    )
     from .positional import (
         LearnedPositionalEmbedding,
         RotaryEmbedding,

@@ -330,7 +330,11 @@ class _FlashTiling:
             j = torch.arange(j0, j1, device=self.device).unsqueeze(0)  # (1, bk)
             keep = (j <= i + self.shift).unsqueeze(0)  # (1, bq, bk)
         if self.mask is not None:
-            m = self.mask[..., i0:i1, j0:j1]
+            m = self.mask  # broadcast (size-1) dimensions are not sliced
+            if m.dim() >= 2 and m.shape[-2] != 1:
+                m = m[..., i0:i1, :]
+            if m.shape[-1] != 1:
+                m = m[..., j0:j1]
             m = m.expand(*self.batch_shape, i1 - i0, j1 - j0).reshape(self.N, i1 - i0, j1 - j0)
             keep = m if keep is None else keep & m
         return keep
@@ -338,17 +342,23 @@ class _FlashTiling:
 
 def _flash_forward(q, k, v, scale, tiling: _FlashTiling):
     """Online-softmax forward. q ``(N, T, D)``, k ``(N, S, D)``, v ``(N, S, Dv)`` ->
-    out ``(N, T, Dv)`` and the log-sum-exp ``L = m + log l`` per row ``(N, T, 1)``."""
+    out ``(N, T, Dv)`` and the log-sum-exp ``L = m + log l`` per row ``(N, T, 1)``.
+
+    Each query tile keeps its accumulator ``O_i`` in a contiguous buffer (PyTorch's CPU
+    ``baddbmm_`` takes its batched-GEMM path only for a contiguous result) and is copied into
+    ``out`` once, when its key loop ends.
+    """
     N, T, _ = q.shape
     Dv = v.shape[-1]
     out = torch.empty(N, T, Dv, dtype=q.dtype, device=q.device)  # (N, T, Dv)
     lse = torch.empty(N, T, 1, dtype=q.dtype, device=q.device)  # (N, T, 1)
+    qs = q * scale  # (N, T, D), the scale applied once instead of once per tile
     kT = k.transpose(1, 2)  # (N, D, S)
     for i0, i1 in tiling.q_tiles:
-        Q_i = q[:, i0:i1] * scale  # (N, bq, D)
+        Q_i = qs[:, i0:i1]  # (N, bq, D)
         m_i = torch.full((N, i1 - i0, 1), float("-inf"), dtype=q.dtype, device=q.device)
         l_i = torch.zeros(N, i1 - i0, 1, dtype=q.dtype, device=q.device)
-        O_i = out[:, i0:i1].zero_()  # (N, bq, Dv) accumulator, written in place
+        O_i = torch.zeros(N, i1 - i0, Dv, dtype=q.dtype, device=q.device)  # (N, bq, Dv)
         for j0, j1 in tiling.k_tiles:
             if not tiling.visible(i0, i1, j0, j1):
                 break  # every later key block is above the diagonal too
@@ -360,12 +370,12 @@ def _flash_forward(q, k, v, scale, tiling: _FlashTiling):
             # rows with no visible key so far keep m = -inf; shift them by 0 to avoid inf - inf
             m_safe = m_new.nan_to_num(neginf=0.0) if keep is not None else m_new
             P_ij = S_ij.sub_(m_safe).exp_()  # (N, bq, bk), unnormalised probabilities
-            alpha = (m_i - m_safe).exp_()  # (N, bq, 1), rescales what was accumulated so far
+            alpha = m_i.sub_(m_safe).exp_()  # (N, bq, 1), rescales what was accumulated so far
             l_i.mul_(alpha).add_(P_ij.sum(dim=-1, keepdim=True))
             O_i.mul_(alpha).baddbmm_(P_ij, v[:, j0:j1])
             m_i = m_new
         empty = l_i == 0  # fully masked rows
-        O_i.div_(l_i.masked_fill(empty, 1.0))
+        out[:, i0:i1] = O_i.div_(l_i.masked_fill(empty, 1.0))
         # L = m + log l; +inf for empty rows makes exp(S - L) = 0 in the backward pass
         lse[:, i0:i1] = torch.where(empty, float("inf"), m_i + l_i.log())
     return out, lse
@@ -376,35 +386,51 @@ def _flash_backward(q, k, v, out, lse, dout, scale, tiling: _FlashTiling, needs)
 
     ``D_i = rowsum(dO_i ∘ O_i)``, ``P = exp(S - L)``, ``dV_j += Pᵀ dO_i``, ``dP = dO_i V_jᵀ``,
     ``dS = P ∘ (dP - D_i)``, ``dQ_i += scale dS K_j``, ``dK_j += scale dSᵀ Q_i``.
+
+    The subtractions ride on the GEMMs (``baddbmm`` with ``-L`` and ``-D_i`` as the added term)
+    and every accumulator is a contiguous per-tile buffer, so each tile costs seven kernels.
     """
+    N, T, _ = q.shape
     Dvec = (dout * out).sum(dim=-1, keepdim=True)  # (N, T, 1)
-    dq = torch.zeros_like(q) if needs[0] else None
-    dk = torch.zeros_like(k) if needs[1] else None
-    dv = torch.zeros_like(v) if needs[2] else None
+    neg_L, neg_D = lse.neg(), Dvec.neg_()  # (N, T, 1) each
     qs = q * scale  # (N, T, D)
     vT = v.transpose(1, 2)  # (N, Dv, S)
+    want_dq, want_dk, want_dv = needs
+    want_dS = want_dq or want_dk
+    dq_tiles = [torch.zeros_like(qs[:, i0:i1]) for i0, i1 in tiling.q_tiles] if want_dq else []
+    dk = torch.empty_like(k) if want_dk else None
+    dv = torch.empty_like(v) if want_dv else None
     for j0, j1 in tiling.k_tiles:
         K_j = k[:, j0:j1]  # (N, bk, D)
         K_jT = K_j.transpose(1, 2)  # (N, D, bk)
-        for i0, i1 in tiling.q_tiles:
+        dK_j = torch.zeros_like(K_j) if want_dk else None  # (N, bk, D)
+        dV_j = torch.zeros(N, j1 - j0, v.shape[-1], dtype=v.dtype, device=v.device) if want_dv else None
+        for t, (i0, i1) in enumerate(tiling.q_tiles):
             if not tiling.visible(i0, i1, j0, j1):
                 continue
-            S_ij = torch.bmm(qs[:, i0:i1], K_jT)  # (N, bq, bk)
+            shape = (N, i1 - i0, j1 - j0)
+            # S - L in one GEMM: baddbmm adds -L (broadcast along the keys) to Q_i K_jᵀ
+            S_ij = torch.baddbmm(neg_L[:, i0:i1].expand(shape), qs[:, i0:i1], K_jT)  # (N, bq, bk)
             keep = tiling.tile_mask(i0, i1, j0, j1)
             if keep is not None:
                 S_ij.masked_fill_(~keep, float("-inf"))
-            P_ij = S_ij.sub_(lse[:, i0:i1]).exp_()  # (N, bq, bk), normalised probabilities
+            P_ij = S_ij.exp_()  # (N, bq, bk), normalised probabilities
             dO_i = dout[:, i0:i1]  # (N, bq, Dv)
-            if dv is not None:
-                dv[:, j0:j1].baddbmm_(P_ij.transpose(1, 2), dO_i)
-            if dq is None and dk is None:
+            if dV_j is not None:
+                dV_j.baddbmm_(P_ij.transpose(1, 2), dO_i)
+            if not want_dS:
                 continue
-            dP_ij = torch.bmm(dO_i, vT[:, :, j0:j1])  # (N, bq, bk)
-            dS_ij = dP_ij.sub_(Dvec[:, i0:i1]).mul_(P_ij)  # (N, bq, bk)
-            if dq is not None:
-                dq[:, i0:i1].baddbmm_(dS_ij, K_j, alpha=scale)
-            if dk is not None:
-                dk[:, j0:j1].baddbmm_(dS_ij.transpose(1, 2), qs[:, i0:i1])
+            dP_ij = torch.baddbmm(neg_D[:, i0:i1].expand(shape), dO_i, vT[:, :, j0:j1])  # dP - D
+            dS_ij = dP_ij.mul_(P_ij)  # (N, bq, bk)
+            if want_dq:
+                dq_tiles[t].baddbmm_(dS_ij, K_j, alpha=scale)
+            if dK_j is not None:
+                dK_j.baddbmm_(dS_ij.transpose(1, 2), qs[:, i0:i1])
+        if dk is not None:
+            dk[:, j0:j1] = dK_j
+        if dv is not None:
+            dv[:, j0:j1] = dV_j
+    dq = torch.cat(dq_tiles, dim=1) if want_dq else None  # (N, T, D)
     return dq, dk, dv
 
 

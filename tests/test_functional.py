@@ -1,0 +1,465 @@
+"""Tests of attnbook.functional against float64 brute-force loops and PyTorch's own attention."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from attnbook.functional import (
+    additive_score,
+    causal_mask,
+    dot_score,
+    flash_attention,
+    general_score,
+    key_padding_to_attn_mask,
+    masked_softmax,
+    padding_mask,
+    scaled_dot_product_attention,
+    scaled_dot_score,
+)
+
+# ---------------------------------------------------------------------------------------------
+# float64 brute-force references (plain Python loops over the query/key indices)
+# ---------------------------------------------------------------------------------------------
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(..., T, D) -> (N, T, D) in float64 on the CPU."""
+    return x.detach().cpu().double().reshape(-1, *x.shape[-2:])
+
+
+def _loop_scores(q, k, score) -> torch.Tensor:
+    """``out[n, t, s] = score(q[n, t], k[n, s])`` for every pair, one pair at a time."""
+    q3, k3 = _rows(q), _rows(k)
+    out = torch.zeros(q3.shape[0], q3.shape[1], k3.shape[1], dtype=torch.float64)
+    for n in range(q3.shape[0]):
+        for t in range(q3.shape[1]):
+            for s in range(k3.shape[1]):
+                out[n, t, s] = score(q3[n, t], k3[n, s])
+    return out.reshape(*q.shape[:-1], k.shape[-2])
+
+
+def _loop_softmax(row: list[float], keep: list[bool]) -> list[float]:
+    """Softmax of the kept entries of one row (masked ones 0; an empty row all 0), float64."""
+    kept = [x for x, m in zip(row, keep) if m]
+    if not kept:
+        return [0.0] * len(row)
+    top = max(kept)
+    z = sum(math.exp(x - top) for x in kept)
+    return [math.exp(x - top) / z if m else 0.0 for x, m in zip(row, keep)]
+
+
+def _loop_attention(q, k, v, mask=None, causal=False, scale=None, bias=None):
+    """Attention one query at a time in float64; returns (out (..., T, Dv), weights (..., T, S))."""
+    T, S, D = q.shape[-2], k.shape[-2], q.shape[-1]
+    scale = 1.0 / math.sqrt(D) if scale is None else scale
+    lead = q.shape[:-2]
+    keep = torch.ones(*lead, T, S, dtype=torch.bool) if mask is None else mask.cpu().expand(*lead, T, S)
+    b = torch.zeros(*lead, T, S, dtype=torch.float64) if bias is None else bias.cpu().double().expand(*lead, T, S)
+    q3, k3, v3 = _rows(q), _rows(k), _rows(v)
+    keep3, b3 = keep.reshape(-1, T, S), b.reshape(-1, T, S)
+    out = torch.zeros(q3.shape[0], T, v.shape[-1], dtype=torch.float64)
+    w = torch.zeros(q3.shape[0], T, S, dtype=torch.float64)
+    for n in range(q3.shape[0]):
+        for t in range(T):
+            row = [float(q3[n, t] @ k3[n, s]) * scale + float(b3[n, t, s]) for s in range(S)]
+            ok = [bool(keep3[n, t, s]) and (not causal or s <= t + S - T) for s in range(S)]
+            a = _loop_softmax(row, ok)
+            for s in range(S):
+                w[n, t, s] = a[s]
+                out[n, t] += a[s] * v3[n, s]
+    return out.reshape(*lead, T, v.shape[-1]), w.reshape(*lead, T, S)
+
+
+def _randn(*shape, device, dtype, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
+
+
+def _close(actual, expected, tol):
+    torch.testing.assert_close(actual.detach().cpu().double(), expected.double(), **tol)
+
+
+# ---------------------------------------------------------------------------------------------
+# score functions
+# ---------------------------------------------------------------------------------------------
+
+
+def test_dot_and_scaled_dot_score_match_loop(device, dtype, tol):
+    q = _randn(2, 3, 4, 8, device=device, dtype=dtype, seed=1)  # (B, H, T, D)
+    k = _randn(2, 3, 5, 8, device=device, dtype=dtype, seed=2)  # (B, H, S, D)
+    ref = _loop_scores(q, k, lambda a, b: float(a @ b))
+    _close(dot_score(q, k), ref, tol)
+    _close(scaled_dot_score(q, k), ref / math.sqrt(8), tol)
+    _close(scaled_dot_score(q, k, scale=0.3), ref * 0.3, tol)
+    assert dot_score(q, k).dtype == dtype and dot_score(q, k).shape == (2, 3, 4, 5)
+
+
+def test_general_score_matches_loop(device, dtype, tol):
+    q = _randn(2, 4, 6, device=device, dtype=dtype, seed=3)  # (B, T, Dq)
+    k = _randn(2, 5, 3, device=device, dtype=dtype, seed=4)  # (B, S, Dk)
+    W = _randn(6, 3, device=device, dtype=dtype, seed=5)  # (Dq, Dk)
+    W64 = W.cpu().double()
+    ref = _loop_scores(q, k, lambda a, b: float(a @ W64 @ b))
+    _close(general_score(q, k, W), ref, tol)
+
+
+@pytest.mark.parametrize("v_shape", [(7,), (1, 7)])
+def test_additive_score_matches_loop(device, dtype, tol, v_shape):
+    q = _randn(2, 3, 4, device=device, dtype=dtype, seed=6)  # (B, T, Dq)
+    k = _randn(2, 5, 6, device=device, dtype=dtype, seed=7)  # (B, S, Dk)
+    W_q = _randn(7, 4, device=device, dtype=dtype, seed=8)  # (Dh, Dq)
+    W_k = _randn(7, 6, device=device, dtype=dtype, seed=9)  # (Dh, Dk)
+    v = _randn(*v_shape, device=device, dtype=dtype, seed=10)
+    Wq64, Wk64, v64 = W_q.cpu().double(), W_k.cpu().double(), v.cpu().double().reshape(-1)
+    ref = _loop_scores(q, k, lambda a, b: float(v64 @ torch.tanh(Wq64 @ a + Wk64 @ b)))
+    _close(additive_score(q, k, W_q, W_k, v), ref, tol)
+
+
+def test_luong_concat_is_additive_with_split_matrix():
+    """``vᵀ tanh(W_a [q; k])`` equals the additive score with ``W_a = [W_q | W_k]``."""
+    q, k = _randn(2, 3, 4, device="cpu", dtype=torch.float64), _randn(2, 5, 6, device="cpu", dtype=torch.float64, seed=1)
+    W_a, v = _randn(7, 10, device="cpu", dtype=torch.float64, seed=2), _randn(7, device="cpu", dtype=torch.float64, seed=3)
+    ref = _loop_scores(q, k, lambda a, b: float(v @ torch.tanh(W_a @ torch.cat((a, b)))))
+    torch.testing.assert_close(additive_score(q, k, W_a[:, :4], W_a[:, 4:], v), ref)
+
+
+# ---------------------------------------------------------------------------------------------
+# masked softmax
+# ---------------------------------------------------------------------------------------------
+
+
+def test_masked_softmax_matches_loop(device, dtype, tol):
+    scores = _randn(3, 4, 6, device=device, dtype=dtype, seed=11) * 3
+    g = torch.Generator().manual_seed(0)
+    mask = (torch.rand(3, 4, 6, generator=g) > 0.4).to(device)
+    mask[1, 2] = False  # one fully masked row
+    a = masked_softmax(scores, mask)
+    assert a.dtype == dtype
+    s64, m = scores.cpu().double(), mask.cpu()
+    ref = torch.tensor(
+        [[_loop_softmax(s64[b, t].tolist(), m[b, t].tolist()) for t in range(4)] for b in range(3)],
+        dtype=torch.float64,
+    )
+    _close(a, ref, tol)
+    assert bool((a[1, 2] == 0).all())
+
+
+def test_masked_softmax_other_dim_and_no_mask():
+    scores = _randn(4, 5, device="cpu", dtype=torch.float64, seed=12)
+    torch.testing.assert_close(masked_softmax(scores), torch.softmax(scores, -1))
+    mask = torch.ones(4, 5, dtype=torch.bool)
+    mask[0, 1] = mask[3, 1] = False
+    a = masked_softmax(scores, mask, dim=0)
+    ref = masked_softmax(scores.T, mask.T).T
+    torch.testing.assert_close(a, ref)
+    torch.testing.assert_close(a.sum(0), torch.ones(5, dtype=torch.float64))
+
+
+def test_masked_softmax_extreme_logits_are_stable():
+    scores = torch.tensor([[1e30, -1e30, 0.0, 5.0], [-1e30, -1e30, -1e30, -1e30], [1e30, 1e30, -1e30, 2.0]])
+    mask = torch.tensor([[True, True, True, False], [True, True, True, True], [False, True, True, True]])
+    a = masked_softmax(scores, mask)
+    assert torch.isfinite(a).all()
+    torch.testing.assert_close(a[0], torch.tensor([1.0, 0.0, 0.0, 0.0]))
+    torch.testing.assert_close(a[1], torch.full((4,), 0.25))
+    torch.testing.assert_close(a[2], torch.tensor([0.0, 1.0, 0.0, 0.0]))
+
+
+def test_masked_softmax_fully_masked_row_zero_output_and_grad():
+    scores = _randn(2, 3, 5, device="cpu", dtype=torch.float64, seed=13).requires_grad_(True)
+    mask = torch.ones(2, 3, 5, dtype=torch.bool)
+    mask[0, 1] = False
+    mask[1, 0, 2:] = False
+    a = masked_softmax(scores, mask)
+    (a * _randn(2, 3, 5, device="cpu", dtype=torch.float64, seed=14)).sum().backward()
+    assert bool((a[0, 1] == 0).all()) and torch.isfinite(a).all()
+    assert torch.isfinite(scores.grad).all()
+    assert bool((scores.grad[0, 1] == 0).all())  # fully masked row: zero gradient
+    assert bool((scores.grad[1, 0, 2:] == 0).all())  # masked entries: zero gradient
+    assert bool((scores.grad[1, 0, :2] != 0).any())
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    rows=st.integers(1, 4),
+    n=st.integers(1, 7),
+    mag=st.sampled_from([1e-3, 1.0, 50.0, 1e4]),
+    seed=st.integers(0, 2**16),
+)
+def test_masked_softmax_rows_sum_to_one(rows, n, mag, seed):
+    g = torch.Generator().manual_seed(seed)
+    scores = torch.randn(rows, n, generator=g) * mag
+    mask = torch.rand(rows, n, generator=g) > 0.5
+    a = masked_softmax(scores, mask)
+    assert torch.isfinite(a).all() and bool((a >= 0).all())
+    assert bool((a[~mask] == 0).all())
+    has_key = mask.any(-1)
+    torch.testing.assert_close(a.sum(-1)[has_key], torch.ones(int(has_key.sum())))
+    assert bool((a.sum(-1)[~has_key] == 0).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# masks
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T,S", [(4, 4), (2, 5), (5, 2), (1, 6), (3, 0)])
+def test_causal_mask_bottom_right(T, S):
+    m = causal_mask(T, S)
+    assert m.shape == (T, S) and m.dtype == torch.bool
+    ref = torch.tensor([[j <= i + S - T for j in range(S)] for i in range(T)], dtype=torch.bool).reshape(T, S)
+    assert torch.equal(m, ref)
+    if T == S:
+        assert torch.equal(m, torch.ones(T, T, dtype=torch.bool).tril())
+        assert torch.equal(causal_mask(T), m)
+
+
+def test_padding_mask_and_attn_mask():
+    lengths = torch.tensor([3, 0, 5])
+    m = padding_mask(lengths, 5)
+    ref = torch.tensor([[s < n for s in range(5)] for n in (3, 0, 5)])
+    assert torch.equal(m, ref)
+    am = key_padding_to_attn_mask(m)
+    assert am.shape == (3, 1, 1, 5) and torch.equal(am.expand(3, 2, 4, 5)[:, 1, 2], m)
+
+
+# ---------------------------------------------------------------------------------------------
+# scaled dot-product attention
+# ---------------------------------------------------------------------------------------------
+
+
+def _masks(B, H, T, S, device):
+    g = torch.Generator().manual_seed(7)
+    lengths = torch.tensor([S, max(S - 2, 1)][:B])
+    return {
+        "none": None,
+        "T,S": (torch.rand(T, S, generator=g) > 0.3).to(device) | causal_mask(T, S, device=device),
+        "key_padding": key_padding_to_attn_mask(padding_mask(lengths, S)).to(device),
+        "B,H,T,S": (torch.rand(B, H, T, S, generator=g) > 0.3).to(device) | causal_mask(T, S, device=device),
+    }
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "T,S", "key_padding", "B,H,T,S"])
+@pytest.mark.parametrize("causal", [False, True])
+def test_sdpa_matches_loop(device, dtype, tol, mask_kind, causal):
+    B, H, T, S, D, Dv = 2, 3, 4, 6, 8, 5
+    q = _randn(B, H, T, D, device=device, dtype=dtype, seed=20)
+    k = _randn(B, H, S, D, device=device, dtype=dtype, seed=21)
+    v = _randn(B, H, S, Dv, device=device, dtype=dtype, seed=22)
+    mask = _masks(B, H, T, S, device)[mask_kind]
+    out, w = scaled_dot_product_attention(q, k, v, mask, causal=causal)
+    ref_out, ref_w = _loop_attention(q, k, v, mask, causal)
+    assert out.shape == (B, H, T, Dv) and w.shape == (B, H, T, S) and out.dtype == dtype
+    _close(out, ref_out, tol)
+    _close(w, ref_w, tol)
+
+
+@pytest.mark.parametrize("mask_kind", ["none", "T,S", "key_padding", "B,H,T,S"])
+def test_sdpa_matches_torch(device, mask_kind):
+    B, H, T, S, D = 2, 3, 5, 7, 8
+    q = _randn(B, H, T, D, device=device, dtype=torch.float32, seed=30)
+    k = _randn(B, H, S, D, device=device, dtype=torch.float32, seed=31)
+    v = _randn(B, H, S, 4, device=device, dtype=torch.float32, seed=32)
+    mask = _masks(B, H, T, S, device)[mask_kind]
+    for scale in (None, 0.7):
+        out, _ = scaled_dot_product_attention(q, k, v, mask, scale=scale)
+        ref = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=scale)
+        torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_sdpa_causal_square_matches_torch_is_causal(device):
+    q, k, v = (_randn(2, 2, 6, 4, device=device, dtype=torch.float32, seed=s) for s in (40, 41, 42))
+    out, w = scaled_dot_product_attention(q, k, v, causal=True)
+    ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    assert bool((w.triu(1) == 0).all())
+
+
+def test_sdpa_attn_bias_matches_torch_float_mask_and_loop():
+    q, k, v = (_randn(2, 3, 4, 5, device="cpu", dtype=torch.float64, seed=s) for s in (50, 51, 52))
+    bias = _randn(3, 4, 5 - 1, device="cpu", dtype=torch.float64, seed=53)
+    k, v = k[..., :4, :], v[..., :4, :]
+    bias = bias[..., :4]  # (H, T, S) broadcast over B
+    out, w = scaled_dot_product_attention(q, k, v, attn_bias=bias)
+    torch.testing.assert_close(out, F.scaled_dot_product_attention(q, k, v, attn_mask=bias))
+    ref_out, ref_w = _loop_attention(q, k, v, bias=bias)
+    torch.testing.assert_close(out, ref_out)
+    torch.testing.assert_close(w, ref_w)
+
+
+def test_sdpa_fully_masked_rows_give_zeros_and_zero_grads():
+    q, k, v = (_randn(1, 2, 3, 4, device="cpu", dtype=torch.float64, seed=s).requires_grad_(True) for s in (60, 61, 62))
+    mask = torch.ones(1, 2, 3, 3, dtype=torch.bool)
+    mask[0, 1, 0] = False
+    out, w = scaled_dot_product_attention(q, k, v, mask)
+    assert bool((out[0, 1, 0] == 0).all()) and bool((w[0, 1, 0] == 0).all())
+    out.sum().backward()
+    assert bool((q.grad[0, 1, 0] == 0).all())
+    assert all(torch.isfinite(t.grad).all() for t in (q, k, v))
+
+
+def test_sdpa_dropout_rescales_kept_weights():
+    q, k, v = (_randn(2, 2, 8, 4, device="cpu", dtype=torch.float64, seed=s) for s in (70, 71, 72))
+    _, w = scaled_dot_product_attention(q, k, v)
+    torch.manual_seed(0)
+    out_d, w_d = scaled_dot_product_attention(q, k, v, dropout_p=0.25)
+    dropped = w_d == 0
+    assert 0 < int(dropped.sum()) < w.numel()
+    torch.testing.assert_close(w_d[~dropped], w[~dropped] / 0.75)
+    torch.testing.assert_close(out_d, w_d @ v)
+
+
+# ---------------------------------------------------------------------------------------------
+# flash attention
+# ---------------------------------------------------------------------------------------------
+
+
+def _flash_case(data, with_grad_dims=True):
+    B = data.draw(st.integers(1, 2), label="B")
+    H = data.draw(st.integers(1, 2), label="H")
+    T = data.draw(st.integers(1, 9), label="T")
+    S = data.draw(st.integers(1, 9), label="S")
+    D = data.draw(st.integers(1, 6), label="D")
+    Dv = data.draw(st.integers(1, 5), label="Dv")
+    block = (data.draw(st.integers(1, 5), label="block_q"), data.draw(st.integers(1, 5), label="block_k"))
+    causal = data.draw(st.booleans(), label="causal")
+    kind = data.draw(st.sampled_from(["none", "T,S", "key_padding", "B,H,T,S", "empty_rows"]), label="mask")
+    seed = data.draw(st.integers(0, 2**16), label="seed")
+    g = torch.Generator().manual_seed(seed)
+    q = torch.randn(B, H, T, D, generator=g, dtype=torch.float64)
+    k = torch.randn(B, H, S, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, H, S, Dv, generator=g, dtype=torch.float64)
+    mask = None
+    if kind == "T,S":
+        mask = torch.rand(T, S, generator=g) > 0.3
+    elif kind == "key_padding":
+        mask = key_padding_to_attn_mask(padding_mask(torch.randint(0, S + 1, (B,), generator=g), S))
+    elif kind == "B,H,T,S":
+        mask = torch.rand(B, H, T, S, generator=g) > 0.5
+    elif kind == "empty_rows":
+        mask = torch.rand(B, 1, T, S, generator=g) > 0.3
+        mask[..., 0, :] = False
+    return q, k, v, mask, causal, block
+
+
+@settings(max_examples=40, deadline=None)
+@given(data=st.data())
+def test_flash_matches_sdpa_forward_and_backward(data):
+    q, k, v, mask, causal, block = _flash_case(data)
+    q1, k1, v1 = (x.clone().requires_grad_(True) for x in (q, k, v))
+    q2, k2, v2 = (x.clone().requires_grad_(True) for x in (q, k, v))
+    out = flash_attention(q1, k1, v1, mask, causal=causal, block_size=block)
+    ref, _ = scaled_dot_product_attention(q2, k2, v2, mask, causal=causal)
+    torch.testing.assert_close(out, ref)
+    dout = torch.randn_like(ref)
+    (out * dout).sum().backward()
+    (ref * dout).sum().backward()
+    for a, b in ((q1, q2), (k1, k2), (v1, v2)):
+        torch.testing.assert_close(a.grad, b.grad)
+
+
+def test_flash_matches_torch_sdpa_float32_and_scale():
+    q, k, v = (_randn(2, 4, 37, 16, device="cpu", dtype=torch.float32, seed=s) for s in (80, 81, 82))
+    mask = _masks(2, 4, 37, 37, "cpu")["key_padding"]
+    torch.testing.assert_close(
+        flash_attention(q, k, v, mask, scale=0.2, block_size=(8, 5)),
+        F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=0.2),
+        rtol=1e-5, atol=1e-5,
+    )
+    torch.testing.assert_close(
+        flash_attention(q, k, v, causal=True, block_size=7),
+        F.scaled_dot_product_attention(q, k, v, is_causal=True),
+        rtol=1e-5, atol=1e-5,
+    )
+
+
+def test_flash_matches_loop(device, dtype, tol):
+    q = _randn(2, 5, 4, device=device, dtype=dtype, seed=90)  # leading dims (B,) only
+    k = _randn(2, 7, 4, device=device, dtype=dtype, seed=91)
+    v = _randn(2, 7, 3, device=device, dtype=dtype, seed=92)
+    out = flash_attention(q, k, v, causal=True, block_size=(2, 3))
+    assert out.dtype == dtype and out.shape == (2, 5, 3)
+    ref, _ = _loop_attention(q, k, v, causal=True)
+    _close(out, ref, tol)
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_gradcheck(causal):
+    g = torch.Generator().manual_seed(3)
+    q = torch.randn(1, 2, 5, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(1, 2, 4, 3, generator=g, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(1, 2, 4, 2, generator=g, dtype=torch.float64, requires_grad=True)
+    mask = torch.rand(1, 2, 5, 4, generator=g) > 0.3
+    mask[0, 0, 4] = False  # a fully masked row
+    assert torch.autograd.gradcheck(
+        lambda a, b, c: flash_attention(a, b, c, mask, causal=causal, block_size=(2, 3)), (q, k, v)
+    )
+
+
+@pytest.mark.parametrize("magnitude", [1e-3, 1.0, 30.0, 1e3])
+def test_no_nan_or_inf_on_finite_inputs(magnitude):
+    q, k, v = (_randn(2, 2, 9, 8, device="cpu", dtype=torch.float32, seed=s) for s in (100, 101, 102))
+    q = (q * magnitude).requires_grad_(True)
+    mask = torch.rand(2, 1, 9, 9, generator=torch.Generator().manual_seed(1)) > 0.5
+    mask[0, 0, 3] = False
+    for causal in (False, True):
+        out_f = flash_attention(q, k, v, mask, causal=causal, block_size=4)
+        out_s, w = scaled_dot_product_attention(q, k, v, mask, causal=causal)
+        for t in (out_f, out_s, w):
+            assert torch.isfinite(t).all()
+        grad = torch.autograd.grad((out_f.sum() + out_s.sum()), q)[0]
+        assert torch.isfinite(grad).all()
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input -> ValueError naming the argument
+# ---------------------------------------------------------------------------------------------
+
+_q, _k, _v = torch.randn(2, 3, 4), torch.randn(2, 5, 4), torch.randn(2, 5, 6)
+
+BAD_CALLS = [
+    ("q", lambda: dot_score(torch.randn(4), _k)),
+    ("leading", lambda: dot_score(torch.randn(3, 3, 4), _k)),
+    ("feature size", lambda: dot_score(_q, torch.randn(2, 5, 3))),
+    ("feature size", lambda: scaled_dot_score(_q, torch.randn(2, 5, 3))),
+    ("W must", lambda: general_score(_q, torch.randn(2, 5, 3), torch.randn(3, 4))),
+    ("W_q", lambda: additive_score(_q, _k, torch.randn(7, 5), torch.randn(7, 4), torch.randn(7))),
+    ("W_k", lambda: additive_score(_q, _k, torch.randn(7, 4), torch.randn(6, 4), torch.randn(7))),
+    ("v must", lambda: additive_score(_q, _k, torch.randn(7, 4), torch.randn(7, 4), torch.randn(6))),
+    ("scores", lambda: masked_softmax(torch.ones(2, 3, dtype=torch.long))),
+    ("dim", lambda: masked_softmax(torch.randn(2, 3), dim=2)),
+    ("mask", lambda: masked_softmax(torch.randn(2, 3), torch.ones(2, 3))),
+    ("mask", lambda: masked_softmax(torch.randn(2, 3), torch.ones(3, 3, dtype=torch.bool))),
+    ("k and v", lambda: scaled_dot_product_attention(_q, _k, torch.randn(2, 4, 6))),
+    ("q must be floating", lambda: scaled_dot_product_attention(_q.long(), _k.long(), _v.long())),
+    ("dtype", lambda: scaled_dot_product_attention(_q, _k.double(), _v)),
+    ("leading", lambda: scaled_dot_product_attention(_q, torch.randn(3, 5, 4), torch.randn(3, 5, 6))),
+    ("mask", lambda: scaled_dot_product_attention(_q, _k, _v, torch.ones(2, 5, dtype=torch.bool))),
+    ("mask", lambda: scaled_dot_product_attention(_q, _k, _v, torch.ones(3, 5))),
+    ("attn_bias", lambda: scaled_dot_product_attention(_q, _k, _v, attn_bias=torch.zeros(4, 5))),
+    ("attn_bias", lambda: scaled_dot_product_attention(_q, _k, _v, attn_bias=torch.zeros(3, 5, dtype=torch.bool))),
+    ("dropout_p", lambda: scaled_dot_product_attention(_q, _k, _v, dropout_p=1.0)),
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=0)),
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=(4, -1))),
+    ("mask", lambda: flash_attention(_q, _k, _v, torch.ones(2, 5, dtype=torch.bool))),
+    ("k and v", lambda: flash_attention(_q, _k, torch.randn(2, 4, 6))),
+    ("T must", lambda: causal_mask(-1)),
+    ("S must", lambda: causal_mask(3, -2)),
+    ("lengths", lambda: padding_mask(torch.tensor([1.0, 2.0]), 3)),
+    ("lengths", lambda: padding_mask(torch.tensor([1, 4]), 3)),
+    ("lengths", lambda: padding_mask(torch.tensor([[1, 2]]), 3)),
+    ("mask", lambda: key_padding_to_attn_mask(torch.ones(2, 3, 4, dtype=torch.bool))),
+    ("mask", lambda: key_padding_to_attn_mask(torch.ones(2, 3))),
+]
+
+
+@pytest.mark.parametrize("match,call", BAD_CALLS, ids=[f"{i}-{m}" for i, (m, _) in enumerate(BAD_CALLS)])
+def test_bad_input_raises_value_error(match, call):
+    with pytest.raises(ValueError, match=match):
+        call()
