@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "alibi_bias": "positional",
     "Transformer": "transformer",
     "DecoderOnly": "transformer",
+    "Seq2Seq": "seq2seq",
     "device": "utils",
     "seed_everything": "utils",
 }
@@ -66,5 +67,6 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         alibi_bias,
         sinusoidal_encoding,
     )
+    from .seq2seq import Seq2Seq
     from .transformer import DecoderOnly, Transformer
     from .utils import device, seed_everything

@@ -1,0 +1,333 @@
+"""Time and peak memory of a callable, a result record, and a table formatter.
+
+Used by the chapters and by ``benchmarks/``. Two measurements, taken in separate runs so that
+neither disturbs the other:
+
+* **time** — :func:`measure_time` calls ``fn`` ``warmup`` times (discarded: lazy initialisation,
+  allocator caches, autotuning), then ``repeats`` times with :func:`time.perf_counter` around
+  each call. On CUDA (and MPS) the device is synchronised before starting and before stopping
+  the clock, so the time covers the queued kernels, not just their launch. Report the median:
+  it ignores the occasional call disturbed by another process.
+* **peak memory** — :func:`measure_peak_memory` is the largest number of bytes that ``fn``'s
+  tensors hold *at one time* during the call, above what was allocated when the call started
+  (tensors created before the call, such as the inputs, do not count; a tensor that ``fn``
+  returns does).
+
+  - On CUDA it is ``torch.cuda.max_memory_allocated() - torch.cuda.memory_allocated()`` around
+    the call, after ``torch.cuda.reset_peak_memory_stats()``: the caching allocator's own count
+    of live tensor bytes (rounded up to its 512-byte blocks), not the memory it reserves.
+  - On the CPU (and any other device) PyTorch keeps no such counter, and neither
+    ``tracemalloc`` nor the process RSS sees it reliably (torch allocates outside Python's
+    allocator; the RSS counts touched pages and glibc's free lists, not live tensors). So the
+    call runs once under :class:`torch.profiler.profile` with ``profile_memory=True``, which
+    records one event per tensor allocation (+bytes) and deallocation (-bytes) on the device;
+    summing those events in time order gives the live bytes after each event, and the peak is
+    their maximum. This counts the bytes PyTorch's allocator handed out for tensors (including
+    autograd's saved tensors and temporaries freed inside an op) and nothing else: not Python
+    objects, not the memory of libraries that allocate on their own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import statistics
+import sys
+import time
+import warnings
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from ._validate import require
+
+__all__ = [
+    "Result",
+    "measure_time",
+    "measure_peak_memory",
+    "benchmark",
+    "compare",
+    "format_table",
+    "format_seconds",
+    "format_bytes",
+]
+
+@dataclass(frozen=True)
+class Result:
+    """One measurement: ``name`` of what ran, per-call ``times`` in seconds (warm-up excluded),
+    ``peak_bytes`` (``None`` when not measured), the ``device`` it ran on and free-form
+    ``params`` (e.g. ``{"n": 1024, "pass": "fwd+bwd"}``) that label it in a table."""
+
+    name: str
+    times: tuple[float, ...]
+    peak_bytes: int | None = None
+    device: str = "cpu"
+    params: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def median(self) -> float:
+        """Median time per call in seconds (``nan`` when no time was measured)."""
+        return statistics.median(self.times) if self.times else float("nan")
+
+    @property
+    def spread(self) -> float:
+        """Half the interquartile range of the times, in seconds (0 with fewer than 2 times)."""
+        if len(self.times) < 2:
+            return 0.0
+        q1, _, q3 = statistics.quantiles(self.times, n=4, method="inclusive")
+        return (q3 - q1) / 2
+
+
+def _as_device(device: torch.device | str | None) -> torch.device:
+    return torch.device("cpu") if device is None else torch.device(device)
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    elif device.type == "mps":
+        torch.mps.synchronize()
+
+
+def _check_fn(fn: Any) -> None:
+    require(callable(fn), f"fn must be callable, got {type(fn).__name__}")
+
+
+def _check_count(name: str, value: Any, minimum: int) -> None:
+    require(
+        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
+        f"{name} must be an int >= {minimum}, got {value!r}",
+    )
+
+
+def measure_time(
+    fn: Callable[[], Any],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    device: torch.device | str | None = None,
+) -> list[float]:
+    """Seconds per call of ``fn()``: ``warmup`` discarded calls, then ``repeats`` timed ones.
+
+    The clock is read with :func:`time.perf_counter`; on CUDA/MPS ``device`` is synchronised
+    before each start and stop. Returns the ``repeats`` times (take the median).
+    """
+    _check_fn(fn)
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    dev = _as_device(device)
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        _synchronize(dev)
+        start = time.perf_counter()
+        fn()
+        _synchronize(dev)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def _peak_from_events(events: Iterable[tuple[int, int]]) -> int:
+    """Peak of the running sum of ``(timestamp, bytes)`` allocation events (frees negative)."""
+    live = peak = 0
+    for _, nbytes in sorted(events, key=lambda e: e[0]):  # sorted() is stable for ties
+        live += nbytes
+        peak = max(peak, live)
+    return peak
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 to /dev/null for a moment: some builds of kineto (the profiler's
+    backend) log a line to stderr at every profiler start and stop, whatever its log level."""
+    fd = 2  # the C++ side writes to the process's fd 2, whatever sys.stderr is
+    sys.stderr.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+        yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
+def _profiler_peak(fn: Callable[[], Any], dev: torch.device) -> int:
+    from torch.profiler import ProfilerActivity, profile
+
+    prof = profile(activities=[ProfilerActivity.CPU], profile_memory=True)
+    with _quiet_stderr(), warnings.catch_warnings():
+        # some torch versions warn that a profiler started by hand drops earlier cycles' events
+        warnings.filterwarnings("ignore", message=".*clears events", category=UserWarning)
+        prof.start()
+    try:
+        result = fn()
+        del result  # a returned tensor counts at its peak; freeing it here changes nothing
+    finally:
+        with _quiet_stderr():
+            prof.stop()
+    kineto = getattr(prof.profiler, "kineto_results", None)
+    require(kineto is not None, "this torch build's profiler records no memory events")
+    events = [
+        (e.start_ns(), e.nbytes())
+        for e in kineto.events()
+        if e.name() == "[memory]" and e.device_type().name.lower() == dev.type
+    ]
+    return _peak_from_events(events)
+
+
+def measure_peak_memory(
+    fn: Callable[[], Any], *, device: torch.device | str | None = None, warmup: int = 1
+) -> int:
+    """Peak bytes held by tensors that ``fn()`` allocates on ``device``, above the start level.
+
+    ``warmup`` calls run first (so one-off caches do not count). CUDA: the caching allocator's
+    counters; CPU and others: the profiler's allocation events (see the module docstring).
+    """
+    _check_fn(fn)
+    _check_count("warmup", warmup, 0)
+    dev = _as_device(device)
+    for _ in range(warmup):
+        fn()
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        start = torch.cuda.memory_allocated(dev)
+        result = fn()
+        torch.cuda.synchronize(dev)
+        del result
+        return torch.cuda.max_memory_allocated(dev) - start
+    return _profiler_peak(fn, dev)
+
+
+def benchmark(
+    fn: Callable[[], Any],
+    name: str,
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    memory: bool = True,
+    device: torch.device | str | None = None,
+    **params: Any,
+) -> Result:
+    """Time ``fn`` (median of ``repeats`` after ``warmup``) and, if ``memory``, its peak bytes
+    in a separate call; ``params`` label the :class:`Result` (``n=1024``, ``pass="fwd"`` ...)."""
+    require(isinstance(name, str) and name != "", f"name must be a non-empty str, got {name!r}")
+    dev = _as_device(device)
+    times = measure_time(fn, repeats=repeats, warmup=warmup, device=dev)
+    peak = measure_peak_memory(fn, device=dev, warmup=0) if memory else None
+    return Result(name, tuple(times), peak, str(dev), dict(params))
+
+
+def compare(
+    fns: Mapping[str, Callable[[], Any]],
+    *,
+    repeats: int = 5,
+    warmup: int = 1,
+    memory: bool = True,
+    device: torch.device | str | None = None,
+    **params: Any,
+) -> list[Result]:
+    """:func:`benchmark` for several callables side by side, one :class:`Result` each.
+
+    The timed calls are interleaved round-robin (``a, b, c, a, b, c, ...``) so that a change in
+    the machine's load (another process, thermal throttling) hits every candidate alike and
+    their ratios stay meaningful. Peak memory is measured afterwards, one call each.
+    """
+    require(len(fns) > 0, "fns must name at least one callable")
+    for name, fn in fns.items():
+        require(isinstance(name, str) and name != "", f"names must be non-empty str, got {name!r}")
+        require(callable(fn), f"fns[{name!r}] must be callable, got {type(fn).__name__}")
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    dev = _as_device(device)
+    for _ in range(warmup):
+        for fn in fns.values():
+            fn()
+    times: dict[str, list[float]] = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].extend(measure_time(fn, repeats=1, warmup=0, device=dev))
+    return [
+        Result(
+            name,
+            tuple(times[name]),
+            measure_peak_memory(fn, device=dev, warmup=0) if memory else None,
+            str(dev),
+            dict(params),
+        )
+        for name, fn in fns.items()
+    ]
+
+
+def format_seconds(seconds: float) -> str:
+    """``0.00123`` -> ``'1.23 ms'`` (s, ms or µs, three significant digits)."""
+    if seconds != seconds:  # nan
+        return "–"
+    for unit, factor in (("s", 1.0), ("ms", 1e-3), ("µs", 1e-6)):
+        if abs(seconds) >= factor or unit == "µs":
+            return f"{seconds / factor:.3g} {unit}"
+    raise AssertionError("unreachable")
+
+
+def format_bytes(nbytes: int | None) -> str:
+    """``3 * 2**20`` -> ``'3.0 MiB'`` (B, KiB, MiB or GiB); ``None`` -> ``'–'``."""
+    if nbytes is None:
+        return "–"
+    for unit, factor in (("GiB", 2**30), ("MiB", 2**20), ("KiB", 2**10)):
+        if abs(nbytes) >= factor:
+            return f"{nbytes / factor:.1f} {unit}"
+    return f"{nbytes} B"
+
+
+def format_table(
+    results: Sequence[Result],
+    params: Sequence[str] | None = None,
+    *,
+    baseline: Callable[[Result], Result | None] | None = None,
+) -> str:
+    """A Markdown table, one row per result: the ``params`` columns (default: every key that
+    appears, in order of first appearance), ``name``, the median time, the spread and the peak
+    memory. With ``baseline`` (a function mapping a row to the row it is compared with, or
+    ``None``) two more columns give time and memory as multiples of that row."""
+    require(len(results) > 0, "results must not be empty")
+    require(
+        all(isinstance(r, Result) for r in results),
+        f"results must all be Result, got {sorted({type(r).__name__ for r in results})}",
+    )
+    if params is None:
+        params = list(dict.fromkeys(k for r in results for k in r.params))
+    header = [*params, "name", "time (median)", "± (IQR/2)", "peak memory"]
+    if baseline is not None:
+        header += ["time ×", "memory ×"]
+    rows = []
+    for r in results:
+        row = [str(r.params.get(p, "")) for p in params]
+        spread = format_seconds(r.spread) if r.times else "–"
+        row += [r.name, format_seconds(r.median), spread, format_bytes(r.peak_bytes)]
+        if baseline is not None:
+            b = baseline(r)
+            t_ratio = f"{r.median / b.median:.2f}" if b is not None and r.times and b.times else ""
+            m_ratio = (
+                f"{r.peak_bytes / b.peak_bytes:.3g}"
+                if b is not None and r.peak_bytes is not None and b.peak_bytes
+                else ""
+            )
+            row += [t_ratio, m_ratio]
+        rows.append(row)
+    widths = [max(len(h), *(len(row[c]) for row in rows)) for c, h in enumerate(header)]
+    numeric = {"time (median)", "± (IQR/2)", "peak memory", "time ×", "memory ×"}
+
+    def line(cells: Sequence[str]) -> str:
+        padded = [
+            c.rjust(w) if h in numeric else c.ljust(w) for c, w, h in zip(cells, widths, header)
+        ]
+        return "| " + " | ".join(padded) + " |"
+
+    rule = "|" + "|".join(
+        "-" * (w + 1) + ":" if h in numeric else "-" * (w + 2) for w, h in zip(widths, header)
+    ) + "|"
+    return "\n".join([line(header), rule, *(line(row) for row in rows)])
