@@ -290,8 +290,9 @@ def visit(desktop, phone, base: str, path: str, report: PageReport,
     if name:
         SHOTS.mkdir(parents=True, exist_ok=True)
         desktop.screenshot(path=str(SHOTS / f"{name}-desktop.png"))
-        if desktop.locator(".widget-subarea").count():
-            desktop.locator(".widget-subarea").first.screenshot(
+        # an explorer's picture, not a tqdm progress bar (also a widget)
+        if desktop.locator(".widget-subarea:has(img)").count():
+            desktop.locator(".widget-subarea:has(img)").first.screenshot(
                 path=str(SHOTS / f"{name}-widget.png"))
     # A fresh load: the theme lays out its sidebars for the width it was loaded at.
     load(phone, base + path, report)
