@@ -103,6 +103,31 @@ def _rnn_mask(mask: torch.Tensor | None, B: int, T: int, S: int, single: bool) -
     return mask
 
 
+def _prepare(
+    query: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    mask: torch.Tensor | None,
+    projected_keys: torch.Tensor | None,
+    query_dim: int,
+    key_dim: int,
+    P: int,
+) -> tuple[torch.Tensor, torch.Tensor | None, bool]:
+    """Shared prologue of the RNN-style attentions: validate, lift a ``(B, Dq)`` query to
+    ``(B, 1, Dq)``, check ``projected_keys`` is ``(B, S, P)`` and build the ``(B, 1 or T, S)`` mask."""
+    _check_query_keys_values(query, keys, values, query_dim, key_dim)
+    single = query.dim() == 2
+    s = query.unsqueeze(1) if single else query  # (B, T, Dq)
+    B, T, S = s.shape[0], s.shape[1], keys.shape[1]
+    if projected_keys is not None:
+        require(
+            isinstance(projected_keys, torch.Tensor) and tuple(projected_keys.shape) == (B, S, P),
+            f"projected_keys must have shape (B, S, {P}) = {(B, S, P)} (from project_keys(keys)), "
+            f"got shape {shape_of(projected_keys)}",
+        )
+    return s, _rnn_mask(mask, B, T, S, single), single
+
+
 def _attend(
     scores: torch.Tensor, values: torch.Tensor, mask: torch.Tensor | None, single: bool
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -157,18 +182,9 @@ class AdditiveAttention(nn.Module):
         *,
         projected_keys: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_query_keys_values(query, keys, values, self.query_dim, self.key_dim)
-        single = query.dim() == 2
-        s = query.unsqueeze(1) if single else query  # (B, T, Dq)
-        B, T, S = s.shape[0], s.shape[1], keys.shape[1]
-        if projected_keys is not None:
-            require(
-                isinstance(projected_keys, torch.Tensor)
-                and tuple(projected_keys.shape) == (B, S, self.hidden_dim),
-                f"projected_keys must have shape (B, S, hidden_dim) = {(B, S, self.hidden_dim)} "
-                f"(from project_keys(keys)), got shape {shape_of(projected_keys)}",
-            )
-        m = _rnn_mask(mask, B, T, S, single)  # (B, 1 or T, S)
+        s, m, single = _prepare(
+            query, keys, values, mask, projected_keys, self.query_dim, self.key_dim, self.hidden_dim
+        )  # s (B, T, Dq), m (B, 1 or T, S)
         Uh = self.U_a(keys) if projected_keys is None else projected_keys  # (B, S, Dh)
         Ws = self.W_a(s)  # (B, T, Dh)
         e = self.v_a(torch.tanh(Ws.unsqueeze(2) + Uh.unsqueeze(1))).squeeze(-1)  # (B, T, S)
@@ -245,18 +261,10 @@ class LuongAttention(nn.Module):
         *,
         projected_keys: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        _check_query_keys_values(query, keys, values, self.query_dim, self.key_dim)
-        single = query.dim() == 2
-        s = query.unsqueeze(1) if single else query  # (B, T, Dq)
-        B, T, S = s.shape[0], s.shape[1], keys.shape[1]
-        if projected_keys is not None:
-            P = self._projected_dim()
-            require(
-                isinstance(projected_keys, torch.Tensor) and tuple(projected_keys.shape) == (B, S, P),
-                f"projected_keys must have shape (B, S, {P}) = {(B, S, P)} (from project_keys(keys)), "
-                f"got shape {shape_of(projected_keys)}",
-            )
-        m = _rnn_mask(mask, B, T, S, single)  # (B, 1 or T, S)
+        s, m, single = _prepare(
+            query, keys, values, mask, projected_keys, self.query_dim, self.key_dim,
+            self._projected_dim(),
+        )  # s (B, T, Dq), m (B, 1 or T, S)
         h = self.project_keys(keys) if projected_keys is None else projected_keys  # (B, S, P)
         if self.score in ("dot", "general"):
             e = AF.dot_score(s, h)  # (B, T, S): s_tᵀ h_s  or  s_tᵀ (W_a h_s)
