@@ -440,11 +440,13 @@ class _FlashAttention(torch.autograd.Function):
         out, lse = _flash_forward(q, k, v, scale, tiling)
         ctx.save_for_backward(q, k, v, out, lse)
         ctx.scale, ctx.tiling = scale, tiling
-        return out
+        lse_out = lse.squeeze(-1).masked_fill(lse.squeeze(-1) == float("inf"), float("-inf"))
+        ctx.mark_non_differentiable(lse_out)
+        return out, lse_out  # (N, T, Dv), (N, T)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, dout):
+    def backward(ctx, dout, _dlse):
         q, k, v, out, lse = ctx.saved_tensors
         needs = ctx.needs_input_grad[:3]
         dq, dk, dv = _flash_backward(
@@ -461,7 +463,9 @@ def flash_attention(
     causal: bool = False,
     scale: float | None = None,
     block_size: int | tuple[int, int] = 128,
-) -> torch.Tensor:
+    *,
+    return_lse: bool = False,
+) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
     """Exact attention computed tile by tile with an online softmax (FlashAttention).
 
     Same function as :func:`scaled_dot_product_attention` (same shapes, mask and bottom-right
@@ -477,6 +481,10 @@ def flash_attention(
     ``autograd.Function``) saves only ``q, k, v, out`` and the per-row log-sum-exp and recomputes
     each tile's probabilities. ``block_size`` is the tile edge (or ``(block_q, block_k)``).
     Internally float16/bfloat16 inputs are computed in float32.
+
+    With ``return_lse=True`` it also returns the per-row log-sum-exp of the scaled, masked
+    scores, ``lse (..., T)`` in float32 for half inputs (``-inf`` for a fully masked row), so
+    that ``softmax(scores) = exp(scores - lse)``; it is not differentiable.
     """
     _check_qkv(q, k, v)
     T, S = q.shape[-2], k.shape[-2]
@@ -496,5 +504,8 @@ def flash_attention(
     k3 = k.reshape(N, S, k.shape[-1]).to(work)  # (N, S, D)
     v3 = v.reshape(N, S, v.shape[-1]).to(work)  # (N, S, Dv)
     tiling = _FlashTiling(batch_shape, T, S, mask, causal, bq, bk, q.device)
-    out = _FlashAttention.apply(q3, k3, v3, float(scale), tiling)  # (N, T, Dv)
-    return out.to(q.dtype).reshape(*batch_shape, T, v.shape[-1])
+    out, lse = _FlashAttention.apply(q3, k3, v3, float(scale), tiling)  # (N, T, Dv), (N, T)
+    out = out.to(q.dtype).reshape(*batch_shape, T, v.shape[-1])  # (..., T, Dv)
+    if return_lse:
+        return out, lse.reshape(*batch_shape, T)  # (..., T, Dv), (..., T)
+    return out

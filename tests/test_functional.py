@@ -463,3 +463,19 @@ BAD_CALLS = [
 def test_bad_input_raises_value_error(match, call):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_flash_return_lse_matches_float64_logsumexp(causal):
+    g = torch.Generator().manual_seed(3)
+    q, k, v = (torch.randn(2, 3, n, 16, generator=g) for n in (37, 53, 53))
+    mask = torch.rand(2, 1, 37, 53, generator=g) > 0.3
+    mask[0, 0, 5] = False  # a fully masked query row: lse = -inf, output zeros
+    out, lse = flash_attention(q, k, v, mask=mask, causal=causal, block_size=16, return_lse=True)
+    s = (q.double() @ k.double().transpose(-1, -2)) / 4.0  # (2, 3, 37, 53)
+    keep = mask & (torch.ones(37, 53, dtype=torch.bool).tril(53 - 37) if causal else True)
+    ref = s.masked_fill(~keep, float("-inf")).logsumexp(-1)  # (2, 3, 37)
+    assert lse.shape == (2, 3, 37)
+    assert torch.isneginf(lse[0, :, 5]).all()
+    torch.testing.assert_close(lse.double(), ref, rtol=1e-5, atol=1e-5)
+    assert torch.equal(out, flash_attention(q, k, v, mask=mask, causal=causal, block_size=16))
