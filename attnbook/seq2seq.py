@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ._validate import check_ndim, require, shape_of
+from ._validate import check_ndim, check_positive_int, data_checks, require, shape_of
 from .attention import AdditiveAttention, AttentionalOutput, LuongAttention
 
 __all__ = [
@@ -50,13 +50,6 @@ State = dict[str, torch.Tensor]
 ATTENTION_KINDS = ("none", "bahdanau", "luong")
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    require(
-        isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        f"{name} must be a positive int, got {value!r}",
-    )
-
-
 def _check_tokens(name: str, x: torch.Tensor, vocab_size: int) -> None:
     """``x`` must be a 2-D integer tensor of token ids in ``[0, vocab_size)``."""
     check_ndim(name, x, 2)
@@ -65,10 +58,9 @@ def _check_tokens(name: str, x: torch.Tensor, vocab_size: int) -> None:
         f"{name} must hold integer token ids, got dtype {x.dtype} with shape {shape_of(x)}",
     )
     require(x.shape[1] > 0, f"{name} must have at least one position, got shape {shape_of(x)}")
-    if x.numel():
-        require(
-            int(x.min()) >= 0 and int(x.max()) < vocab_size,
-            f"{name} holds ids outside [0, {vocab_size}), got min {int(x.min())} and max {int(x.max())}",
+    if x.numel() and data_checks() and bool(((x < 0) | (x >= vocab_size)).any()):
+        raise ValueError(
+            f"{name} holds ids outside [0, {vocab_size}), got min {int(x.min())} and max {int(x.max())}"
         )
 
 
@@ -115,7 +107,7 @@ class GRUEncoder(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim),
                             ("hidden_dim", hidden_dim), ("decoder_dim", decoder_dim)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         require(0 <= pad_idx < vocab_size, f"pad_idx must be in [0, {vocab_size}), got {pad_idx!r}")
         self.vocab_size, self.hidden_dim, self.bidirectional = vocab_size, hidden_dim, bidirectional
         self.out_dim = hidden_dim * (2 if bidirectional else 1)
@@ -156,7 +148,7 @@ class _Decoder(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim),
                             ("hidden_dim", hidden_dim), ("key_dim", key_dim)):
-            _check_positive_int(name, value)
+            check_positive_int(name, value)
         require(0 <= pad_idx < vocab_size, f"pad_idx must be in [0, {vocab_size}), got {pad_idx!r}")
         self.vocab_size, self.embed_dim = vocab_size, embed_dim
         self.hidden_dim, self.key_dim = hidden_dim, key_dim
@@ -438,7 +430,7 @@ class Seq2Seq(nn.Module):
         ``(B, L, S)``: row ``t`` holds the attention weights used for token ``t`` (zeros after
         ``<eos>``; ``None`` for a decoder without attention).
         """
-        _check_positive_int("max_len", max_len)
+        check_positive_int("max_len", max_len)
         state = self.start(src, src_mask)
         B = src.shape[0]
         y = torch.full((B,), bos, dtype=torch.long, device=src.device)  # (B,)
@@ -468,7 +460,7 @@ class Seq2Seq(nn.Module):
         tgt_vocab = src_vocab if tgt_vocab is None else tgt_vocab
         require(len(sources) > 0 and all(isinstance(s, str) and s for s in sources),
                 "sources must be a non-empty list of non-empty strings")
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         dev = next(self.parameters()).device
         was_training = self.training
         self.eval()
@@ -508,7 +500,7 @@ def build_seq2seq(src_vocab_size: int, tgt_vocab_size: int, attention: str = "ba
     require(attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
     require(attention == "luong" or not input_feeding,
             f"input_feeding is a Luong decoder option, got attention={attention!r}")
-    _check_positive_int("hidden_dim", hidden_dim)
+    check_positive_int("hidden_dim", hidden_dim)
     key_dim = hidden_dim * (2 if bidirectional else 1)
     H = key_dim if decoder_dim is None else decoder_dim
     encoder = GRUEncoder(src_vocab_size, embed_dim, hidden_dim, H, bidirectional, pad_idx)
