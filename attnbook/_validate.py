@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -30,6 +30,7 @@ __all__ = [
     "check_positive_int",
     "check_int",
     "check_bool",
+    "check_floating",
     "check_scale",
     "check_same_device",
     "check_input_dtype",
@@ -62,17 +63,22 @@ def shape_of(x: torch.Tensor | None) -> str:
     return "None" if x is None else str(tuple(x.shape))
 
 
-def require(condition: bool, message: str) -> None:
-    """Raise ``ValueError(message)`` unless ``condition`` holds."""
+def require(condition: bool, message: str | Callable[[], str]) -> None:
+    """Raise ``ValueError(message)`` unless ``condition`` holds.
+
+    ``message`` may be a function returning the text (``lambda: f"... {shape_of(x)}"``): it is
+    then formatted only when the check fails. That keeps a passing check free, and lets
+    ``torch.compile`` trace it with symbolic shapes (formatting a symbolic shape would break the
+    graph)."""
     if not condition:
-        raise ValueError(message)
+        raise ValueError(message() if callable(message) else message)
 
 
 def check_positive_int(name: str, value: int) -> None:
     """``value`` must be an ``int`` (not a ``bool``) ``> 0``."""
     require(
         isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        f"{name} must be a positive int, got {value!r}",
+        lambda: f"{name} must be a positive int, got {value!r}",
     )
 
 
@@ -80,13 +86,21 @@ def check_int(name: str, value: int, minimum: int = 1) -> None:
     """``value`` must be an ``int`` (not a ``bool``) ``>= minimum``."""
     require(
         isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-        f"{name} must be an int >= {minimum}, got {value!r}",
+        lambda: f"{name} must be an int >= {minimum}, got {value!r}",
     )
 
 
 def check_bool(name: str, value: bool) -> None:
     """``value`` must be a ``bool`` (``causal="no"`` is truthy: refuse it rather than guess)."""
-    require(isinstance(value, bool), f"{name} must be True or False, got {value!r}")
+    require(isinstance(value, bool), lambda: f"{name} must be True or False, got {value!r}")
+
+
+def check_floating(name: str, x: torch.Tensor) -> None:
+    """``x`` must be a floating point tensor."""
+    require(
+        x.is_floating_point(),
+        lambda: f"{name} must be floating point, got dtype {x.dtype} with shape {shape_of(x)}",
+    )
 
 
 def check_scale(name: str, scale: float | None) -> None:
@@ -95,17 +109,17 @@ def check_scale(name: str, scale: float | None) -> None:
         return
     require(
         isinstance(scale, numbers.Real) and not isinstance(scale, bool) and math.isfinite(scale),
-        f"{name} must be None or a finite number, got {scale!r}",
+        lambda: f"{name} must be None or a finite number, got {scale!r}",
     )
 
 
 def check_ndim(name: str, x: torch.Tensor, ndim: int | Sequence[int]) -> None:
     """``x`` must be a tensor with ``ndim`` dimensions (or one of several allowed counts)."""
     allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
-    require(isinstance(x, torch.Tensor), f"{name} must be a torch.Tensor, got {type(x).__name__}")
+    require(isinstance(x, torch.Tensor), lambda: f"{name} must be a torch.Tensor, got {type(x).__name__}")
     require(
         x.dim() in allowed,
-        f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {shape_of(x)}",
+        lambda: f"{name} must have {' or '.join(map(str, allowed))} dimensions, got shape {shape_of(x)}",
     )
 
 
@@ -113,7 +127,7 @@ def check_size(name: str, x: torch.Tensor, dim: int, size: int, what: str = "") 
     """``x.shape[dim]`` must equal ``size``; ``what`` says where the expected size comes from."""
     require(
         x.dim() >= (dim + 1 if dim >= 0 else -dim) and x.shape[dim] == size,
-        f"{name} must have size {size} in dimension {dim}{' (' + what + ')' if what else ''}, "
+        lambda: f"{name} must have size {size} in dimension {dim}{' (' + what + ')' if what else ''}, "
         f"got shape {shape_of(x)}",
     )
 
@@ -122,7 +136,7 @@ def check_same_device(name: str, x: torch.Tensor, device: torch.device, other: s
     """``x`` must live on ``device`` (the device of ``other``)."""
     require(
         x.device == device,
-        f"{name} must be on the device of {other} ({device}), got {x.device} "
+        lambda: f"{name} must be on the device of {other} ({device}), got {x.device} "
         f"(shape {shape_of(x)})",
     )
 
@@ -138,14 +152,14 @@ def check_mask(
 ) -> None:
     """``mask`` must be boolean, broadcastable to ``target`` (e.g. the scores' shape) and, when
     ``device`` is given, on that device."""
-    require(isinstance(mask, torch.Tensor), f"{name} must be a torch.Tensor, got {type(mask).__name__}")
+    require(isinstance(mask, torch.Tensor), lambda: f"{name} must be a torch.Tensor, got {type(mask).__name__}")
     require(
         mask.dtype == torch.bool,
-        f"{name} must be a boolean tensor (True = may attend), got dtype {mask.dtype} "
+        lambda: f"{name} must be a boolean tensor (True = may attend), got dtype {mask.dtype} "
         f"with shape {shape_of(mask)}",
     )
     target = tuple(target)
-    require(_broadcasts(mask.shape, target), f"{name} with shape {shape_of(mask)} does not broadcast to {target}")
+    require(_broadcasts(mask.shape, target), lambda: f"{name} with shape {shape_of(mask)} does not broadcast to {target}")
     if device is not None:
         check_same_device(name, mask, device)
 
@@ -157,11 +171,11 @@ def check_bias(
     given, on that device. Any floating dtype is accepted; callers cast it to their compute dtype."""
     require(
         isinstance(bias, torch.Tensor) and bias.is_floating_point(),
-        f"{name} must be a floating point tensor, got {type(bias).__name__} "
+        lambda: f"{name} must be a floating point tensor, got {type(bias).__name__} "
         f"{getattr(bias, 'dtype', '')} with shape {shape_of(bias) if isinstance(bias, torch.Tensor) else '?'}",
     )
     target = tuple(target)
-    require(_broadcasts(bias.shape, target), f"{name} with shape {shape_of(bias)} does not broadcast to {target}")
+    require(_broadcasts(bias.shape, target), lambda: f"{name} with shape {shape_of(bias)} does not broadcast to {target}")
     if device is not None:
         check_same_device(name, bias, device)
 
@@ -172,11 +186,11 @@ def check_input_dtype(name: str, x: torch.Tensor, dtype: torch.dtype) -> None:
     (autocast casts both for each operation), so any floating dtype is accepted."""
     require(
         x.is_floating_point(),
-        f"{name} must be floating point, got dtype {x.dtype} with shape {shape_of(x)}",
+        lambda: f"{name} must be floating point, got dtype {x.dtype} with shape {shape_of(x)}",
     )
     require(
         x.dtype == dtype or autocast_enabled(x.device.type),
-        f"{name} must have the parameters' dtype {dtype} (or run under torch.autocast), got "
+        lambda: f"{name} must have the parameters' dtype {dtype} (or run under torch.autocast), got "
         f"{x.dtype} with shape {shape_of(x)}",
     )
 
@@ -187,7 +201,7 @@ def check_token_ids(name: str, tokens: torch.Tensor, vocab_size: int) -> None:
     check_ndim(name, tokens, 2)
     require(
         tokens.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8),
-        f"{name} must be an integer (long) tensor of token ids, got dtype {tokens.dtype} "
+        lambda: f"{name} must be an integer (long) tensor of token ids, got dtype {tokens.dtype} "
         f"with shape {shape_of(tokens)}",
     )
     if data_checks() and tokens.numel():

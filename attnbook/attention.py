@@ -25,6 +25,7 @@ from ._validate import (
     check_batch_index,
     check_bias,
     check_bool,
+    check_floating,
     check_input_dtype,
     check_mask,
     check_ndim,
@@ -60,33 +61,33 @@ def _check_query_keys_values(
     check_ndim("keys", keys, 3)
     check_ndim("values", values, 3)
     for name, x in (("query", query), ("keys", keys), ("values", values)):
-        require(x.is_floating_point(), f"{name} must be floating point, got dtype {x.dtype} with shape {shape_of(x)}")
+        check_floating(name, x)
     require(
         query.shape[-1] == query_dim,
-        f"query must have query_dim={query_dim} features in its last dimension, got shape {shape_of(query)}",
+        lambda: f"query must have query_dim={query_dim} features in its last dimension, got shape {shape_of(query)}",
     )
     require(
         keys.shape[-1] == key_dim,
-        f"keys must have shape (B, S, key_dim={key_dim}), got shape {shape_of(keys)}",
+        lambda: f"keys must have shape (B, S, key_dim={key_dim}), got shape {shape_of(keys)}",
     )
     require(
         query.shape[0] == keys.shape[0] == values.shape[0],
-        f"query, keys and values must have the same batch size B, got query {shape_of(query)}, "
+        lambda: f"query, keys and values must have the same batch size B, got query {shape_of(query)}, "
         f"keys {shape_of(keys)}, values {shape_of(values)}",
     )
     require(
         keys.shape[1] == values.shape[1],
-        f"keys and values must have the same number of positions S, got keys {shape_of(keys)} "
+        lambda: f"keys and values must have the same number of positions S, got keys {shape_of(keys)} "
         f"and values {shape_of(values)}",
     )
     require(
         query.device == keys.device == values.device,
-        f"query, keys and values must be on one device, got {query.device}, {keys.device}, "
+        lambda: f"query, keys and values must be on one device, got {query.device}, {keys.device}, "
         f"{values.device}",
     )
     require(
         query.dtype == keys.dtype == values.dtype or autocast_enabled(query.device.type),
-        f"query, keys and values must share a dtype (outside torch.autocast), got {query.dtype}, "
+        lambda: f"query, keys and values must share a dtype (outside torch.autocast), got {query.dtype}, "
         f"{keys.dtype}, {values.dtype}",
     )
 
@@ -99,20 +100,20 @@ def _rnn_mask(
     to ``(B, T, S)``."""
     if mask is None:
         return None
-    require(isinstance(mask, torch.Tensor), f"mask must be a torch.Tensor, got {type(mask).__name__}")
+    require(isinstance(mask, torch.Tensor), lambda: f"mask must be a torch.Tensor, got {type(mask).__name__}")
     require(
         mask.dtype == torch.bool,
-        f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype} with shape {shape_of(mask)}",
+        lambda: f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype} with shape {shape_of(mask)}",
     )
     check_same_device("mask", mask, device, other="query")
     if single or mask.dim() == 2:
         require(
             tuple(mask.shape) == (B, S),
-            f"mask must be a key-padding mask of shape (B, S) = {(B, S)}"
+            lambda: f"mask must be a key-padding mask of shape (B, S) = {(B, S)}"
             f"{'' if single else ' or broadcast to (B, T, S) = ' + str((B, T, S))}, got shape {shape_of(mask)}",
         )
         return mask.unsqueeze(1)  # (B, 1, S)
-    require(mask.dim() == 3, f"mask must have 2 or 3 dimensions, got shape {shape_of(mask)}")
+    require(mask.dim() == 3, lambda: f"mask must have 2 or 3 dimensions, got shape {shape_of(mask)}")
     check_mask("mask", mask, (B, T, S))
     return mask
 
@@ -136,7 +137,7 @@ def _prepare(
     if projected_keys is not None:
         require(
             isinstance(projected_keys, torch.Tensor) and tuple(projected_keys.shape) == (B, S, P),
-            f"projected_keys must have shape (B, S, {P}) = {(B, S, P)} (from project_keys(keys)), "
+            lambda: f"projected_keys must have shape (B, S, {P}) = {(B, S, P)} (from project_keys(keys)), "
             f"got shape {shape_of(projected_keys)}",
         )
     return s, _rnn_mask(mask, B, T, S, single, query.device), single
@@ -183,7 +184,7 @@ class AdditiveAttention(nn.Module):
         check_ndim("keys", keys, 3)
         require(
             keys.shape[-1] == self.key_dim,
-            f"keys must have shape (B, S, key_dim={self.key_dim}), got shape {shape_of(keys)}",
+            lambda: f"keys must have shape (B, S, key_dim={self.key_dim}), got shape {shape_of(keys)}",
         )
         return self.U_a(keys)  # (B, S, Dh)
 
@@ -230,17 +231,17 @@ class LuongAttention(nn.Module):
         super().__init__()
         check_positive_int("query_dim", query_dim)
         check_positive_int("key_dim", key_dim)
-        require(score in self.SCORES, f"score must be one of {self.SCORES}, got {score!r}")
+        require(score in self.SCORES, lambda: f"score must be one of {self.SCORES}, got {score!r}")
         if score == "dot":
             require(
                 query_dim == key_dim,
-                f"score='dot' needs query_dim == key_dim, got query_dim={query_dim}, key_dim={key_dim}",
+                lambda: f"score='dot' needs query_dim == key_dim, got query_dim={query_dim}, key_dim={key_dim}",
             )
         if score == "concat":
             hidden_dim = query_dim if hidden_dim is None else hidden_dim
             check_positive_int("hidden_dim", hidden_dim)
         else:
-            require(hidden_dim is None, f"hidden_dim is only used by score='concat', got hidden_dim={hidden_dim!r}")
+            require(hidden_dim is None, lambda: f"hidden_dim is only used by score='concat', got hidden_dim={hidden_dim!r}")
         self.query_dim, self.key_dim, self.score, self.hidden_dim = query_dim, key_dim, score, hidden_dim
         if score == "general":
             self.W_a = nn.Linear(key_dim, query_dim, bias=False)
@@ -257,7 +258,7 @@ class LuongAttention(nn.Module):
         check_ndim("keys", keys, 3)
         require(
             keys.shape[-1] == self.key_dim,
-            f"keys must have shape (B, S, key_dim={self.key_dim}), got shape {shape_of(keys)}",
+            lambda: f"keys must have shape (B, S, key_dim={self.key_dim}), got shape {shape_of(keys)}",
         )
         if self.score == "dot":
             return keys  # (B, S, D)
@@ -313,16 +314,16 @@ class AttentionalOutput(nn.Module):
         check_ndim("query", query, (2, 3))
         require(
             context.shape[:-1] == query.shape[:-1],
-            f"context and query must have the same leading dimensions (B,) or (B, T), got context "
+            lambda: f"context and query must have the same leading dimensions (B,) or (B, T), got context "
             f"{shape_of(context)} and query {shape_of(query)}",
         )
         require(
             context.shape[-1] == self.context_dim,
-            f"context must have context_dim={self.context_dim} features, got shape {shape_of(context)}",
+            lambda: f"context must have context_dim={self.context_dim} features, got shape {shape_of(context)}",
         )
         require(
             query.shape[-1] == self.query_dim,
-            f"query must have query_dim={self.query_dim} features, got shape {shape_of(query)}",
+            lambda: f"query must have query_dim={self.query_dim} features, got shape {shape_of(query)}",
         )
         return torch.tanh(self.W_c(torch.cat((context, query), dim=-1)))  # (B, [T,] out_dim)
 
@@ -367,12 +368,12 @@ class KVCache:
         Dv = self.v.shape[-1]
         require(
             (batch, heads, dim, value_dim) == (B, H, D, Dv),
-            f"{name}: new keys/values with (B, H_kv, D, Dv) = {(batch, heads, dim, value_dim)} do not "
+            lambda: f"{name}: new keys/values with (B, H_kv, D, Dv) = {(batch, heads, dim, value_dim)} do not "
             f"match the cache's k {shape_of(self.k)} and v {shape_of(self.v)}",
         )
         require(
             device is None or torch.device(device) == self.k.device,
-            f"{name}: new keys/values are on {device}, the cache holds keys on {self.k.device}",
+            lambda: f"{name}: new keys/values are on {device}, the cache holds keys on {self.k.device}",
         )
 
     def update(self, k_new: torch.Tensor, v_new: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -384,7 +385,7 @@ class KVCache:
         check_ndim("v_new", v_new, 4)
         require(
             k_new.shape[:3] == v_new.shape[:3] and k_new.dtype == v_new.dtype,
-            f"k_new and v_new must share (B, H_kv, S_new) and dtype, got k_new {shape_of(k_new)} "
+            lambda: f"k_new and v_new must share (B, H_kv, S_new) and dtype, got k_new {shape_of(k_new)} "
             f"{k_new.dtype} and v_new {shape_of(v_new)} {v_new.dtype}",
         )
         B, H, _, D = k_new.shape
@@ -394,7 +395,7 @@ class KVCache:
             return self.k, self.v
         require(
             k_new.dtype == self.k.dtype,
-            f"k_new: new keys/values have dtype {k_new.dtype}, the cache holds {self.k.dtype} "
+            lambda: f"k_new: new keys/values have dtype {k_new.dtype}, the cache holds {self.k.dtype} "
             f"(was the cache filled under torch.autocast and is this step outside it, or the "
             f"other way round?)",
         )
@@ -411,7 +412,7 @@ class KVCache:
         check_ndim("index", index, 1)
         require(
             not index.is_floating_point() and not index.is_complex() and index.dtype != torch.bool,
-            f"index must be an integer tensor, got dtype {index.dtype}",
+            lambda: f"index must be an integer tensor, got dtype {index.dtype}",
         )
         if self.k is not None:
             index = index.to(self.k.device)
@@ -543,15 +544,15 @@ class MultiHeadAttention(nn.Module):
         check_bool("bias", bias)
         require(
             embed_dim % num_heads == 0,
-            f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}",
+            lambda: f"embed_dim={embed_dim} must be divisible by num_heads={num_heads}",
         )
         require(
             num_heads % num_kv_heads == 0,
-            f"num_heads={num_heads} must be divisible by num_kv_heads={num_kv_heads}",
+            lambda: f"num_heads={num_heads} must be divisible by num_kv_heads={num_kv_heads}",
         )
         require(
             isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0,
-            f"dropout must be in [0, 1), got {dropout!r}",
+            lambda: f"dropout must be in [0, 1), got {dropout!r}",
         )
         self.embed_dim, self.num_heads, self.num_kv_heads = embed_dim, num_heads, num_kv_heads
         self.head_dim = embed_dim // num_heads
@@ -584,40 +585,41 @@ class MultiHeadAttention(nn.Module):
             check_ndim(name, x, 3)
             require(
                 x.shape[-1] == dim,
-                f"{name} must have shape (B, {'T' if name == 'query' else 'S'}, {dim}), got shape {shape_of(x)}",
+                lambda name=name, x=x, dim=dim: f"{name} must have shape "
+                f"(B, {'T' if name == 'query' else 'S'}, {dim}), got shape {shape_of(x)}",
             )
             check_input_dtype(name, x, dtype)
         require(
             query.shape[0] == key.shape[0] == value.shape[0],
-            f"query, key and value must have the same batch size, got query {shape_of(query)}, "
+            lambda: f"query, key and value must have the same batch size, got query {shape_of(query)}, "
             f"key {shape_of(key)}, value {shape_of(value)}",
         )
         require(
             key.shape[1] == value.shape[1],
-            f"key and value must have the same length S, got key {shape_of(key)} and value {shape_of(value)}",
+            lambda: f"key and value must have the same length S, got key {shape_of(key)} and value {shape_of(value)}",
         )
         require(
             query.device == key.device == value.device,
-            f"query, key and value must be on one device, got {query.device}, {key.device}, {value.device}",
+            lambda: f"query, key and value must be on one device, got {query.device}, {key.device}, {value.device}",
         )
 
     def _check_mask(self, mask: torch.Tensor, target: tuple[int, int, int, int], device: torch.device) -> None:
-        require(isinstance(mask, torch.Tensor), f"mask must be a torch.Tensor, got {type(mask).__name__}")
+        require(isinstance(mask, torch.Tensor), lambda: f"mask must be a torch.Tensor, got {type(mask).__name__}")
         require(
             mask.dtype == torch.bool,
-            f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype} with shape {shape_of(mask)}",
+            lambda: f"mask must be a boolean tensor (True = may attend), got dtype {mask.dtype} with shape {shape_of(mask)}",
         )
         T, S = target[2:]
         if mask.dim() == 2:
             require(
                 tuple(mask.shape) == (T, S),
-                f"a 2-D mask must have shape (T, S) = {(T, S)}, got shape {shape_of(mask)}; for a "
+                lambda: f"a 2-D mask must have shape (T, S) = {(T, S)}, got shape {shape_of(mask)}; for a "
                 f"(B, S) key-padding mask use attnbook.functional.key_padding_to_attn_mask(mask)",
             )
         else:
             require(
                 mask.dim() == 4,
-                f"mask must be (T, S) or 4-D broadcastable to (B, H, T, S) = {target}, got shape {shape_of(mask)}",
+                lambda: f"mask must be (T, S) or 4-D broadcastable to (B, H, T, S) = {target}, got shape {shape_of(mask)}",
             )
         check_mask("mask", mask, target, device=device)
 
@@ -640,7 +642,7 @@ class MultiHeadAttention(nn.Module):
         check_bool("need_weights", need_weights)
         B, T, _ = query.shape
         if cache is not None:
-            require(isinstance(cache, KVCache), f"cache must be a KVCache, got {type(cache).__name__}")
+            require(isinstance(cache, KVCache), lambda: f"cache must be a KVCache, got {type(cache).__name__}")
             cache.check("cache", B, self.num_kv_heads, self.head_dim, self.head_dim, query.device)
         P = 0 if cache is None else cache.length
         S = P + key.shape[1]
@@ -649,7 +651,7 @@ class MultiHeadAttention(nn.Module):
             self._check_mask(mask, target, query.device)
         if attn_bias is not None:
             check_bias("attn_bias", attn_bias, target, device=query.device)
-        require(rope is None or callable(rope), f"rope must be callable rope(x, positions), got {type(rope).__name__}")
+        require(rope is None or callable(rope), lambda: f"rope must be callable rope(x, positions), got {type(rope).__name__}")
         return P, S
 
     def explain_path(

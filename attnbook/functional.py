@@ -32,6 +32,7 @@ from ._validate import (
     autocast_enabled,
     check_bias,
     check_bool,
+    check_floating,
     check_mask,
     check_ndim,
     check_scale,
@@ -64,13 +65,13 @@ def _check_qk(q: torch.Tensor, k: torch.Tensor, same_dim: bool) -> None:
     check_ndim("k", k, range(2, 9))
     require(
         q.shape[:-2] == k.shape[:-2],
-        f"q and k must have the same leading (batch) dimensions, got q {shape_of(q)} "
+        lambda: f"q and k must have the same leading (batch) dimensions, got q {shape_of(q)} "
         f"and k {shape_of(k)}",
     )
     if same_dim:
         require(
             q.shape[-1] == k.shape[-1],
-            f"q and k must have the same feature size (last dimension), got q {shape_of(q)} "
+            lambda: f"q and k must have the same feature size (last dimension), got q {shape_of(q)} "
             f"and k {shape_of(k)}",
         )
 
@@ -110,7 +111,7 @@ def general_score(q: torch.Tensor, k: torch.Tensor, W: torch.Tensor) -> torch.Te
     check_ndim("W", W, 2)
     require(
         W.shape == (q.shape[-1], k.shape[-1]),
-        f"W must have shape (Dq, Dk) = {(q.shape[-1], k.shape[-1])} for q {shape_of(q)} and "
+        lambda: f"W must have shape (Dq, Dk) = {(q.shape[-1], k.shape[-1])} for q {shape_of(q)} and "
         f"k {shape_of(k)}, got W {shape_of(W)}",
     )
     Wk = k @ W.transpose(0, 1)  # (..., S, Dq)
@@ -135,17 +136,17 @@ def additive_score(
     check_ndim("W_k", W_k, 2)
     require(
         W_q.shape[1] == q.shape[-1],
-        f"W_q must have shape (Dh, Dq={q.shape[-1]}) for q {shape_of(q)}, got W_q {shape_of(W_q)}",
+        lambda: f"W_q must have shape (Dh, Dq={q.shape[-1]}) for q {shape_of(q)}, got W_q {shape_of(W_q)}",
     )
     require(
         W_k.shape == (W_q.shape[0], k.shape[-1]),
-        f"W_k must have shape (Dh={W_q.shape[0]}, Dk={k.shape[-1]}) for W_q {shape_of(W_q)} and "
+        lambda: f"W_k must have shape (Dh={W_q.shape[0]}, Dk={k.shape[-1]}) for W_q {shape_of(W_q)} and "
         f"k {shape_of(k)}, got W_k {shape_of(W_k)}",
     )
     check_ndim("v", v, (1, 2))
     require(
         v.numel() == W_q.shape[0] and v.shape[-1] == W_q.shape[0],
-        f"v must have shape (Dh,) or (1, Dh) with Dh={W_q.shape[0]}, got v {shape_of(v)}",
+        lambda: f"v must have shape (Dh,) or (1, Dh) with Dh={W_q.shape[0]}, got v {shape_of(v)}",
     )
     Wq = q @ W_q.transpose(0, 1)  # (..., T, Dh)
     Wk = k @ W_k.transpose(0, 1)  # (..., S, Dh)
@@ -189,12 +190,12 @@ def masked_softmax(
 
         torch.softmax(scores.masked_fill(~mask, float("-inf")), dim)
     """
-    require(isinstance(scores, torch.Tensor), f"scores must be a torch.Tensor, got {type(scores).__name__}")
+    require(isinstance(scores, torch.Tensor), lambda: f"scores must be a torch.Tensor, got {type(scores).__name__}")
     require(
         scores.dim() >= 1 and -scores.dim() <= dim < scores.dim(),
-        f"dim={dim} is out of range for scores with shape {shape_of(scores)}",
+        lambda: f"dim={dim} is out of range for scores with shape {shape_of(scores)}",
     )
-    require(scores.is_floating_point(), f"scores must be floating point, got dtype {scores.dtype}")
+    require(scores.is_floating_point(), lambda: f"scores must be floating point, got dtype {scores.dtype}")
     s = scores
     if mask is not None:
         check_mask("mask", mask, scores.shape, device=scores.device)
@@ -223,8 +224,8 @@ def causal_mask(T: int, S: int | None = None, device: torch.device | str | None 
     is the top-left ``tril(0)`` instead, which differs when ``T != S``.
     """
     S = T if S is None else S
-    require(isinstance(T, int) and not isinstance(T, bool) and T >= 0, f"T must be a non-negative int, got {T!r}")
-    require(isinstance(S, int) and not isinstance(S, bool) and S >= 0, f"S must be a non-negative int, got {S!r}")
+    require(isinstance(T, int) and not isinstance(T, bool) and T >= 0, lambda: f"T must be a non-negative int, got {T!r}")
+    require(isinstance(S, int) and not isinstance(S, bool) and S >= 0, lambda: f"S must be a non-negative int, got {S!r}")
     i = torch.arange(T, device=device).unsqueeze(1)  # (T, 1)
     j = torch.arange(S, device=device).unsqueeze(0)  # (1, S)
     return j <= i + (S - T)  # (T, S)
@@ -241,13 +242,13 @@ def padding_mask(lengths: torch.Tensor, S: int) -> torch.Tensor:
     check_ndim("lengths", lengths, 1)
     require(
         not lengths.is_floating_point() and not lengths.is_complex() and lengths.dtype != torch.bool,
-        f"lengths must be an integer tensor, got dtype {lengths.dtype}",
+        lambda: f"lengths must be an integer tensor, got dtype {lengths.dtype}",
     )
-    require(isinstance(S, int) and not isinstance(S, bool) and S >= 0, f"S must be a non-negative int, got {S!r}")
+    require(isinstance(S, int) and not isinstance(S, bool) and S >= 0, lambda: f"S must be a non-negative int, got {S!r}")
     if data_checks():
         require(
             bool(((lengths >= 0) & (lengths <= S)).all()),
-            f"lengths must lie in [0, S={S}], got {lengths.tolist()}",
+            lambda: f"lengths must lie in [0, S={S}], got {lengths.tolist()}",
         )
     s = torch.arange(S, device=lengths.device)  # (S,)
     return s.unsqueeze(0) < lengths.unsqueeze(1)  # (B, S)
@@ -259,7 +260,7 @@ def key_padding_to_attn_mask(mask: torch.Tensor) -> torch.Tensor:
     Equivalent to ``mask[:, None, None, :]``.
     """
     check_ndim("mask", mask, 2)
-    require(mask.dtype == torch.bool, f"mask must be boolean, got dtype {mask.dtype}")
+    require(mask.dtype == torch.bool, lambda: f"mask must be boolean, got dtype {mask.dtype}")
     return mask[:, None, None, :]  # (B, 1, 1, S)
 
 
@@ -273,30 +274,30 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype
     result (their common dtype; under autocast, mixed dtypes promote)."""
     for name, x in (("q", q), ("k", k), ("v", v)):
         check_ndim(name, x, range(2, 9))
-        require(x.is_floating_point(), f"{name} must be floating point, got dtype {x.dtype}")
+        check_floating(name, x)
     require(
         q.dim() == k.dim() == v.dim() and q.shape[:-2] == k.shape[:-2] == v.shape[:-2],
-        f"q, k and v must have the same leading (batch) dimensions, got q {shape_of(q)}, "
+        lambda: f"q, k and v must have the same leading (batch) dimensions, got q {shape_of(q)}, "
         f"k {shape_of(k)}, v {shape_of(v)}",
     )
     require(
         q.shape[-1] == k.shape[-1],
-        f"q and k must have the same feature size D, got q {shape_of(q)} and k {shape_of(k)}",
+        lambda: f"q and k must have the same feature size D, got q {shape_of(q)} and k {shape_of(k)}",
     )
-    require(q.shape[-1] >= 1, f"q and k must have a feature size D >= 1, got q {shape_of(q)}")
+    require(q.shape[-1] >= 1, lambda: f"q and k must have a feature size D >= 1, got q {shape_of(q)}")
     require(
         k.shape[-2] == v.shape[-2],
-        f"k and v must have the same number of keys S, got k {shape_of(k)} and v {shape_of(v)}",
+        lambda: f"k and v must have the same number of keys S, got k {shape_of(k)} and v {shape_of(v)}",
     )
     require(
         q.device == k.device == v.device,
-        f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}",
+        lambda: f"q, k and v must be on one device, got {q.device}, {k.device}, {v.device}",
     )
     if q.dtype == k.dtype == v.dtype:
         return q.dtype
     require(
         autocast_enabled(q.device.type),
-        f"q, k and v must share a dtype (outside torch.autocast), got {q.dtype}, {k.dtype}, "
+        lambda: f"q, k and v must share a dtype (outside torch.autocast), got {q.dtype}, {k.dtype}, "
         f"{v.dtype}",
     )
     return torch.promote_types(torch.promote_types(q.dtype, k.dtype), v.dtype)
@@ -305,7 +306,7 @@ def _check_qkv(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.dtype
 def _check_dropout(dropout_p: float) -> None:
     require(
         isinstance(dropout_p, (int, float)) and not isinstance(dropout_p, bool) and 0.0 <= dropout_p < 1.0,
-        f"dropout_p must be in [0, 1), got {dropout_p!r}",
+        lambda: f"dropout_p must be in [0, 1), got {dropout_p!r}",
     )
 
 
@@ -563,7 +564,7 @@ def _block_sizes(block_size: int | tuple[int, int]) -> tuple[int, int]:
     if ok(block_size):
         return block_size, block_size
     pair = isinstance(block_size, (tuple, list)) and len(block_size) == 2 and all(map(ok, block_size))
-    require(pair, f"block_size must be a positive int or a pair of them, got {block_size!r}")
+    require(pair, lambda: f"block_size must be a positive int or a pair of them, got {block_size!r}")
     return block_size[0], block_size[1]
 
 

@@ -38,10 +38,10 @@ POSITIONAL_SCHEMES: tuple[str, ...] = ("sinusoidal", "learned", "rope", "alibi",
 
 
 def _check_integer_tensor(name: str, positions: torch.Tensor) -> None:
-    require(isinstance(positions, torch.Tensor), f"{name} must be a torch.Tensor, got {type(positions).__name__}")
+    require(isinstance(positions, torch.Tensor), lambda: f"{name} must be a torch.Tensor, got {type(positions).__name__}")
     require(
         not positions.is_floating_point() and not positions.is_complex() and positions.dtype != torch.bool,
-        f"{name} must be an integer tensor, got dtype {positions.dtype} with shape {shape_of(positions)}",
+        lambda: f"{name} must be an integer tensor, got dtype {positions.dtype} with shape {shape_of(positions)}",
     )
 
 
@@ -84,8 +84,8 @@ def sinusoidal_encoding(
     """
     check_positive_int("num_positions", num_positions)
     check_positive_int("dim", dim)
-    require(dim % 2 == 0, f"dim must be even (sines and cosines come in pairs), got {dim}")
-    require(base > 0, f"base must be positive, got {base!r}")
+    require(dim % 2 == 0, lambda: f"dim must be even (sines and cosines come in pairs), got {dim}")
+    require(base > 0, lambda: f"base must be positive, got {base!r}")
     p = torch.arange(num_positions, dtype=torch.float64)[:, None]        # (P, 1)
     two_i = torch.arange(0, dim, 2, dtype=torch.float64)[None, :]        # (1, dim/2)
     angle = p / base ** (two_i / dim)                                    # (P, dim/2)
@@ -163,8 +163,8 @@ class RotaryEmbedding(nn.Module):
     def __init__(self, dim: int, base: float = 10000.0) -> None:
         super().__init__()
         check_positive_int("dim", dim)
-        require(dim % 2 == 0, f"dim must be even (RoPE rotates pairs), got {dim}")
-        require(base > 0, f"base must be positive, got {base!r}")
+        require(dim % 2 == 0, lambda: f"dim must be even (RoPE rotates pairs), got {dim}")
+        require(base > 0, lambda: f"base must be positive, got {base!r}")
         self.dim = dim
         self.base = float(base)
 
@@ -182,15 +182,15 @@ class RotaryEmbedding(nn.Module):
         return angle.cos().to(dtype), angle.sin().to(dtype)
 
     def forward(self, x: torch.Tensor, positions: torch.Tensor | None = None) -> torch.Tensor:
-        require(isinstance(x, torch.Tensor), f"x must be a torch.Tensor, got {type(x).__name__}")
+        require(isinstance(x, torch.Tensor), lambda: f"x must be a torch.Tensor, got {type(x).__name__}")
         require(
             x.is_floating_point(),
-            f"x must be a floating point tensor (RoPE rotates real vectors), got dtype {x.dtype} "
+            lambda: f"x must be a floating point tensor (RoPE rotates real vectors), got dtype {x.dtype} "
             f"with shape {shape_of(x)}",
         )
         require(
             x.dim() >= 2 and x.shape[-1] == self.dim,
-            f"x must have shape (..., T, {self.dim}) (dim={self.dim}), got shape {shape_of(x)}",
+            lambda: f"x must have shape (..., T, {self.dim}) (dim={self.dim}), got shape {shape_of(x)}",
         )
         T = x.shape[-2]
         if positions is None:
@@ -199,7 +199,7 @@ class RotaryEmbedding(nn.Module):
         check_ndim("positions", positions, 1)
         require(
             positions.shape[0] == T,
-            f"positions must have shape ({T},) to match x's T, got shape {shape_of(positions)} "
+            lambda: f"positions must have shape ({T},) to match x's T, got shape {shape_of(positions)} "
             f"with x of shape {shape_of(x)}",
         )
         work = torch.float32 if x.dtype in (torch.float16, torch.bfloat16) else x.dtype
@@ -268,7 +268,7 @@ def alibi_bias(
     check_positive_int("num_heads", num_heads)
     check_positive_int("T", T)
     check_positive_int("S", S)
-    require(T <= S, f"T must be <= S (queries are aligned to the end of the keys), got T={T}, S={S}")
+    require(T <= S, lambda: f"T must be <= S (queries are aligned to the end of the keys), got T={T}, S={S}")
     m = alibi_slopes(num_heads, dtype=torch.float64)                      # (H,)
     i = torch.arange(T, dtype=torch.float64)[:, None] + (S - T)           # (T, 1) query positions
     j = torch.arange(S, dtype=torch.float64)[None, :]                     # (1, S) key positions
@@ -307,7 +307,7 @@ class PositionalScheme(nn.Module):
         super().__init__()
         require(
             kind in POSITIONAL_SCHEMES,
-            f"positional must be one of {POSITIONAL_SCHEMES}, got {kind!r}",
+            lambda: f"positional must be one of {POSITIONAL_SCHEMES}, got {kind!r}",
         )
         check_positive_int("d_model", d_model)
         check_positive_int("num_heads", num_heads)
@@ -317,14 +317,14 @@ class PositionalScheme(nn.Module):
         self.rope: RotaryEmbedding | None = None
         self._alibi: dict[tuple[torch.device, torch.dtype], torch.Tensor] = {}
         if kind == "sinusoidal":
-            require(d_model % 2 == 0, f"d_model must be even for sinusoidal positions, got {d_model}")
+            require(d_model % 2 == 0, lambda: f"d_model must be even for sinusoidal positions, got {d_model}")
             self.register_buffer("table", sinusoidal_encoding(max_len, d_model), persistent=False)
         elif kind == "learned":
             # N(0, 1/2): the same per-coordinate mean square as a sinusoid (sin^2 + cos^2 = 1)
             self.learned = LearnedPositionalEmbedding(max_len, d_model, init_std=0.5**0.5)
         elif kind == "rope":
             d_head = d_model // num_heads
-            require(d_head % 2 == 0, f"d_model // num_heads must be even for rope, got {d_head}")
+            require(d_head % 2 == 0, lambda: f"d_model // num_heads must be even for rope, got {d_head}")
             self.rope = RotaryEmbedding(d_head)
 
     def add(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
@@ -339,7 +339,7 @@ class PositionalScheme(nn.Module):
         if self.kind == "learned":
             require(
                 offset + T <= self.max_len,
-                f"learned positions exist only below max_len={self.max_len}, but the input needs "
+                lambda: f"learned positions exist only below max_len={self.max_len}, but the input needs "
                 f"positions {offset}..{offset + T - 1} (input shape {shape_of(x)}, cache length "
                 f"{offset}); use a larger max_len or a scheme that extrapolates",
             )

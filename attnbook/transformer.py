@@ -124,20 +124,20 @@ def _check_layer_options(
     check_int("num_heads", num_heads)
     require(
         d_model % num_heads == 0,
-        f"d_model must be divisible by num_heads, got d_model={d_model}, num_heads={num_heads}",
+        lambda: f"d_model must be divisible by num_heads, got d_model={d_model}, num_heads={num_heads}",
     )
     d_ff = 4 * d_model if d_ff is None else d_ff
     check_int("d_ff", d_ff)
     require(
         isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0,
-        f"dropout must be a float in [0, 1), got {dropout!r}",
+        lambda: f"dropout must be a float in [0, 1), got {dropout!r}",
     )
     check_bool("norm_first", norm_first)
-    require(activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    require(activation in ACTIVATIONS, lambda: f"activation must be one of {ACTIVATIONS}, got {activation!r}")
     check_bool("bias", bias)
     require(
         isinstance(norm_eps, (int, float)) and not isinstance(norm_eps, bool) and 0 < norm_eps < 1,
-        f"norm_eps must be a float in (0, 1), got {norm_eps!r}",
+        lambda: f"norm_eps must be a float in (0, 1), got {norm_eps!r}",
     )
     return d_ff
 
@@ -150,12 +150,12 @@ def _check_padding(
     check_ndim(name, mask, 2)
     require(
         mask.dtype == torch.bool,
-        f"{name} must be boolean (True = a real token), got dtype {mask.dtype} "
+        lambda: f"{name} must be boolean (True = a real token), got dtype {mask.dtype} "
         f"with shape {shape_of(mask)}",
     )
     require(
         tuple(mask.shape) == (B, S),
-        f"{name} must have shape (B, S) = {(B, S)} ({what}), got shape {shape_of(mask)}",
+        lambda: f"{name} must have shape (B, S) = {(B, S)} ({what}), got shape {shape_of(mask)}",
     )
     check_same_device(name, mask, device, other="the tokens")
 
@@ -167,14 +167,14 @@ def _check_caches(caches: list[KVCache] | None, num_layers: int) -> int:
     require(
         isinstance(caches, (list, tuple)) and len(caches) == num_layers
         and all(isinstance(c, KVCache) for c in caches),
-        f"caches must be a list of {num_layers} KVCache objects (one per layer, from "
+        lambda: f"caches must be a list of {num_layers} KVCache objects (one per layer, from "
         f"new_caches()), got {type(caches).__name__} of length "
         f"{len(caches) if hasattr(caches, '__len__') else '?'}",
     )
     P = caches[0].length
     require(
         all(c.length == P for c in caches),
-        f"caches must all hold the same number of steps, got lengths {[c.length for c in caches]}",
+        lambda: f"caches must all hold the same number of steps, got lengths {[c.length for c in caches]}",
     )
     return P
 
@@ -215,7 +215,7 @@ class AttentionWeights:
         return ((kind, getattr(self, kind)) for kind in self.keys())
 
     def __getitem__(self, kind: str) -> Weights:
-        require(kind in self.KINDS, f"kind must be one of {self.KINDS}, got {kind!r}")
+        require(kind in self.KINDS, lambda: f"kind must be one of {self.KINDS}, got {kind!r}")
         return getattr(self, kind)
 
 
@@ -297,7 +297,7 @@ class FeedForward(nn.Module):
         self, d_model: int, d_ff: int, dropout: float = 0.0, *, activation: str = "relu", bias: bool = True
     ) -> None:
         super().__init__()
-        require(activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        require(activation in ACTIVATIONS, lambda: f"activation must be one of {ACTIVATIONS}, got {activation!r}")
         self.activation = activation
         self.linear1 = nn.Linear(d_model, d_ff, bias=bias)  # W_1, b_1
         self.linear2 = nn.Linear(d_ff, d_model, bias=bias)  # W_2, b_2
@@ -441,7 +441,7 @@ class EncoderLayer(_Layer):
         check_ndim("x", x, 3)
         require(
             x.shape[-1] == self.d_model,
-            f"x must have shape (B, T, d_model={self.d_model}), got shape {shape_of(x)}",
+            lambda: f"x must have shape (B, T, d_model={self.d_model}), got shape {shape_of(x)}",
         )
 
         def self_attention(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -520,7 +520,7 @@ class DecoderLayer(_Layer):
         require(
             y.shape[-1] == self.d_model and memory.shape[-1] == self.d_model
             and memory.shape[0] == y.shape[0],
-            f"y (B, T, d_model={self.d_model}) and memory (B, S, d_model) must share B and E, "
+            lambda: f"y (B, T, d_model={self.d_model}) and memory (B, S, d_model) must share B and E, "
             f"got y {shape_of(y)} and memory {shape_of(memory)}",
         )
 
@@ -683,7 +683,7 @@ class Decoder(_Stack):
         B, T = tgt_in.shape
         require(
             memory.shape[0] == B,
-            f"memory must have the batch size of tgt_in, got memory {shape_of(memory)} and "
+            lambda: f"memory must have the batch size of tgt_in, got memory {shape_of(memory)} and "
             f"tgt_in {shape_of(tgt_in)}",
         )
         check_same_device("memory", memory, tgt_in.device, other="tgt_in")
@@ -832,7 +832,7 @@ class Transformer(nn.Module):
         """``Transformer(**dataclasses.asdict(config))``."""
         require(
             isinstance(config, TransformerConfig),
-            f"config must be a TransformerConfig, got {type(config).__name__}",
+            lambda: f"config must be a TransformerConfig, got {type(config).__name__}",
         )
         return cls(**asdict(config))
 
@@ -974,7 +974,7 @@ class DecoderOnly(_Stack):
         """``DecoderOnly(**dataclasses.asdict(config))``."""
         require(
             isinstance(config, DecoderOnlyConfig),
-            f"config must be a DecoderOnlyConfig, got {type(config).__name__}",
+            lambda: f"config must be a DecoderOnlyConfig, got {type(config).__name__}",
         )
         return cls(**asdict(config))
 
