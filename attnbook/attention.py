@@ -168,6 +168,11 @@ class AdditiveAttention(nn.Module):
     boolean (True = may attend): a key-padding mask ``(B, S)`` or, for a 3-D query, a mask
     broadcastable to ``(B, T, S)``. ``U_a h_s`` does not depend on the decoder step: compute it
     once with :meth:`project_keys` and pass it as ``projected_keys`` at every step.
+
+    Equivalent to (query ``s (B, T, Dq)``, no mask)::
+
+        e = self.v_a(torch.tanh(self.W_a(s)[:, :, None] + self.U_a(keys)[:, None])).squeeze(-1)
+        weights = torch.softmax(e, dim=-1); context = weights @ values
     """
 
     def __init__(self, query_dim: int, key_dim: int, hidden_dim: int) -> None:
@@ -223,6 +228,11 @@ class LuongAttention(nn.Module):
     shapes of :class:`AdditiveAttention` (query ``(B, Dq)`` or ``(B, T, Dq)``); the key-side
     product (``h_s`` itself, ``W_a h_s``, or the key columns of ``W_a`` times ``h_s``) can be
     computed once with :meth:`project_keys` and passed as ``projected_keys``.
+
+    Equivalent to (``"general"``, query ``s (B, T, Dq)``, no mask)::
+
+        weights = torch.softmax(s @ self.W_a(keys).transpose(1, 2), dim=-1)
+        context = weights @ values
     """
 
     SCORES = ("dot", "general", "concat")
@@ -300,6 +310,8 @@ class AttentionalOutput(nn.Module):
     ``W_c = nn.Linear(context_dim + query_dim, out_dim, bias=False)`` (the context's columns
     first). ``forward(context, query)``: context ``(B, Dc)`` and query ``(B, Dq)`` -> ``(B, out_dim)``,
     or ``(B, T, Dc)`` and ``(B, T, Dq)`` -> ``(B, T, out_dim)``.
+
+    Equivalent to ``torch.tanh(self.W_c(torch.cat((context, query), dim=-1)))``.
     """
 
     def __init__(self, context_dim: int, query_dim: int, out_dim: int) -> None:

@@ -235,6 +235,8 @@ def alibi_slopes(
     1/2, 1/4, ..., 1/256). Otherwise, as in the paper: the slopes for the closest lower power of
     two ``k``, followed by every other slope (the 1st, 3rd, ...) of the ``2k`` sequence until
     there are ``n``.
+
+    Equivalent to ``2.0 ** (-8.0 * torch.arange(1, n + 1) / n)`` when ``n`` is a power of two.
     """
     check_positive_int("num_heads", num_heads)
     k = 1 << (num_heads.bit_length() - 1)                                 # largest power of 2 <= n
