@@ -34,6 +34,7 @@ __all__ = [
     "check_scale",
     "check_same_device",
     "check_input_dtype",
+    "check_token_tensor",
     "check_token_ids",
     "check_batch_index",
     "data_checks",
@@ -195,15 +196,20 @@ def check_input_dtype(name: str, x: torch.Tensor, dtype: torch.dtype) -> None:
     )
 
 
-def check_token_ids(name: str, tokens: torch.Tensor, vocab_size: int) -> None:
-    """``tokens`` must be a 2-D integer tensor; with :func:`data_checks` on, its ids must lie in
-    ``[0, vocab_size)`` (one host read; the details are read only when the check fails)."""
+def check_token_tensor(name: str, tokens: torch.Tensor) -> None:
+    """``tokens`` must be a 2-D integer tensor (the free half of :func:`check_token_ids`)."""
     check_ndim(name, tokens, 2)
     require(
         tokens.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8),
         lambda: f"{name} must be an integer (long) tensor of token ids, got dtype {tokens.dtype} "
         f"with shape {shape_of(tokens)}",
     )
+
+
+def check_token_ids(name: str, tokens: torch.Tensor, vocab_size: int) -> None:
+    """``tokens`` must be a 2-D integer tensor; with :func:`data_checks` on, its ids must lie in
+    ``[0, vocab_size)`` (one host read; the details are read only when the check fails)."""
+    check_token_tensor(name, tokens)
     if data_checks() and tokens.numel():
         if bool(((tokens < 0) | (tokens >= vocab_size)).any()):
             lo, hi = int(tokens.min()), int(tokens.max())

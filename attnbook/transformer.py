@@ -74,6 +74,7 @@ from ._validate import (
     check_ndim,
     check_same_device,
     check_token_ids,
+    check_token_tensor,
     require,
     shape_of,
 )
@@ -252,7 +253,7 @@ class TokenEmbedding(nn.Module):
     matters next to the position vectors. ``scale=False`` returns ``E[y_t]`` itself (GPT-2's
     convention) and starts ``E ~ N(0, 1)``, so the vectors have the same unit-variance
     coordinates at initialisation. Token ids outside ``[0, vocab_size)`` are a ``ValueError``
-    (a data check, see :func:`attnbook.utils.set_data_checks`).
+    (a data check, see :func:`attnbook.utils.set_data_checks`) that calls them ``name``.
 
     Equivalent to ``self.embedding(tokens) * math.sqrt(d_model)``.
     """
@@ -271,8 +272,8 @@ class TokenEmbedding(nn.Module):
             with torch.no_grad():
                 self.embedding.weight[padding_idx].zero_()
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        check_token_ids("tokens", tokens, self.vocab_size)
+    def forward(self, tokens: torch.Tensor, *, name: str = "tokens") -> torch.Tensor:
+        check_token_ids(name, tokens, self.vocab_size)
         x = self.embedding(tokens)  # (B, T, E)
         return x * math.sqrt(self.d_model) if self.scale else x
 
@@ -619,11 +620,11 @@ class Encoder(_Stack):
         return_attention: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, AttentionWeights]:
         check_bool("return_attention", return_attention)
-        x = self.embed(src)  # (B, S, E); checks src
+        check_token_tensor("src", src)
         B, S = src.shape
         _check_padding("src_key_padding_mask", src_key_padding_mask, B, S, "src's shape", src.device)
         mask = None if src_key_padding_mask is None else key_padding_to_attn_mask(src_key_padding_mask)
-        x = self.dropout(self.positions.add(x))  # (B, S, E)
+        x = self.dropout(self.positions.add(self.embed(src, name="src")))  # (B, S, E)
         bias = self.positions.bias(S, S, x.device, x.dtype)  # (H, S, S) or None
         weights: Weights = []
         for layer in self.layers:
@@ -678,7 +679,7 @@ class Decoder(_Stack):
         return_attention: bool = False,
     ) -> torch.Tensor | tuple[torch.Tensor, AttentionWeights]:
         check_bool("return_attention", return_attention)
-        check_token_ids("tgt_in", tgt_in, self.embed.vocab_size)
+        check_token_tensor("tgt_in", tgt_in)
         check_ndim("memory", memory, 3)
         B, T = tgt_in.shape
         require(
@@ -692,7 +693,7 @@ class Decoder(_Stack):
         )
         P = _check_caches(caches, len(self.layers))
         memory_mask = None if src_key_padding_mask is None else key_padding_to_attn_mask(src_key_padding_mask)
-        y = self.dropout(self.positions.add(self.embed(tgt_in), offset=P))  # (B, T, E)
+        y = self.dropout(self.positions.add(self.embed(tgt_in, name="tgt_in"), offset=P))  # (B, T, E)
         bias = self.positions.bias(T, P + T, y.device, y.dtype)  # (H, T, P+T) or None
         self_w: Weights = []
         cross_w: Weights = []
@@ -988,7 +989,7 @@ class DecoderOnly(_Stack):
     ) -> torch.Tensor | tuple[torch.Tensor, AttentionWeights]:
         """``tokens (B, T)`` -> logits ``(B, T, V)`` (and the weights, see the class docstring)."""
         check_bool("return_attention", return_attention)
-        check_token_ids("tokens", tokens, self.vocab_size)
+        check_token_tensor("tokens", tokens)
         B, T = tokens.shape
         P = _check_caches(caches, len(self.layers))
         _check_padding(
