@@ -22,6 +22,7 @@ from attnbook.attention import (
 )
 from attnbook.functional import causal_mask, key_padding_to_attn_mask, padding_mask
 from attnbook.positional import RotaryEmbedding, alibi_bias
+from attnbook.transformer import CacheList
 
 
 def _w(lin: nn.Linear) -> torch.Tensor:
@@ -583,6 +584,18 @@ BAD = [
     ("query", lambda: AttentionalOutput(5, 3, 7)(torch.randn(2, 5), torch.randn(2, 4))),
     ("leading", lambda: AttentionalOutput(5, 3, 7)(torch.randn(2, 5), torch.randn(3, 3))),
     ("index", lambda: KVCache().reorder(torch.tensor([0.5]))),
+    # wrong device or dtype of masks and biases, non-bool flags, out-of-range indices
+    (r"mask must be on the device of q \(cpu\), got meta",
+     lambda: _mha(_x, mask=torch.ones(5, 5, dtype=torch.bool, device="meta"))),
+    ("attn_bias must be on the device", lambda: _mha(_x, attn_bias=torch.zeros(4, 5, 5, device="meta"))),
+    ("attn_bias must be a floating point", lambda: _mha(_x, attn_bias=torch.zeros(4, 5, 5, dtype=torch.int32))),
+    ("mask must be on the device", lambda: _add(_q4, _k6, _v3, torch.ones(2, 5, dtype=torch.bool, device="meta"))),
+    ("causal must be True or False", lambda: _mha(_x, causal="no")),
+    ("need_weights must be True or False", lambda: _mha(_x, need_weights=1)),
+    ("bias must be True or False", lambda: MultiHeadAttention(16, 4, bias="no")),
+    (r"index must hold batch rows in \[0, 3\), got values in \[0, 3\]", lambda: _full_cache().reorder(torch.tensor([0, 3]))),
+    ("index must hold batch rows", lambda: _full_cache().reorder(torch.tensor([-1]))),
+    ("index must hold batch rows", lambda: CacheList([_full_cache(), _full_cache()]).index_select(torch.tensor([5]))),
 ]
 
 
@@ -590,3 +603,12 @@ BAD = [
 def test_bad_input_raises_value_error(match, call):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_reorder_check_is_a_data_check():
+    from attnbook.utils import set_data_checks
+
+    cache = _full_cache()
+    cache.reorder(torch.tensor([2, 2, 0]))  # in range: fine
+    with set_data_checks(False), pytest.raises((IndexError, RuntimeError)):
+        cache.reorder(torch.tensor([7]))  # unchecked: PyTorch's own error, no host read first

@@ -461,3 +461,137 @@ def test_flash_return_lse_matches_float64_logsumexp(causal):
     assert torch.isneginf(lse[0, :, 5]).all()
     torch.testing.assert_close(lse.double(), ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(out, flash_attention(q, k, v, mask=mask, causal=causal, block_size=16))
+
+
+# ---------------------------------------------------------------------------------------------
+# more bad input: wrong device or dtype, non-bool flags, non-finite scale, empty dimensions
+# ---------------------------------------------------------------------------------------------
+
+_meta_mask = torch.ones(3, 5, dtype=torch.bool, device="meta")
+_nan = float("nan")
+
+MORE_BAD_CALLS = [
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=2.5)),
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=True)),
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=(4, 2.5))),
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=(4, 4, 4))),
+    ("causal must be True or False, got 'no'", lambda: scaled_dot_product_attention(_q, _k, _v, causal="no")),
+    ("causal", lambda: flash_attention(_q, _k, _v, causal="no")),
+    ("scale must be None or a finite number, got nan", lambda: scaled_dot_product_attention(_q, _k, _v, scale=_nan)),
+    ("scale", lambda: flash_attention(_q, _k, _v, scale=float("inf"))),
+    ("scale", lambda: scaled_dot_score(_q, _k, scale=_nan)),
+    ("dropout_p", lambda: scaled_dot_product_attention(_q, _k, _v, dropout_p=_nan)),
+    ("feature size D >= 1", lambda: scaled_dot_product_attention(_q[..., :0], _k[..., :0], _v)),
+    ("feature size D >= 1", lambda: flash_attention(_q[..., :0], _k[..., :0], _v)),
+    # masks and biases on another device than q, or of the wrong dtype
+    (r"mask must be on the device of q \(cpu\), got meta", lambda: scaled_dot_product_attention(_q, _k, _v, _meta_mask)),
+    ("mask must be on the device", lambda: flash_attention(_q, _k, _v, _meta_mask)),
+    ("attn_bias must be on the device", lambda: scaled_dot_product_attention(
+        _q, _k, _v, attn_bias=torch.zeros(3, 5, device="meta"))),
+    ("attn_bias must be on the device", lambda: flash_attention(_q, _k, _v, attn_bias=torch.zeros(3, 5, device="meta"))),
+    ("mask must be on the device", lambda: masked_softmax(torch.randn(3, 5), _meta_mask)),
+    ("mask must be a boolean", lambda: flash_attention(_q, _k, _v, torch.ones(3, 5, dtype=torch.int64))),
+    ("attn_bias must be a floating point", lambda: flash_attention(_q, _k, _v, attn_bias=torch.zeros(3, 5, dtype=torch.int64))),
+    ("attn_bias must not require grad", lambda: flash_attention(_q, _k, _v, attn_bias=torch.zeros(3, 5, requires_grad=True))),
+    ("share a dtype", lambda: flash_attention(_q, _k.double(), _v)),
+]
+
+
+@pytest.mark.parametrize("match,call", MORE_BAD_CALLS, ids=[f"{i}-{m[:20]}" for i, (m, _) in enumerate(MORE_BAD_CALLS)])
+def test_more_bad_input_raises_value_error(match, call):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("T,S", [(0, 5), (4, 0), (0, 0)])
+def test_flash_backward_with_empty_queries_or_keys(T, S):
+    q = torch.randn(2, T, 4, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, S, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, S, 3, dtype=torch.float64, requires_grad=True)
+    out = flash_attention(q, k, v, causal=True, block_size=2)
+    assert out.shape == (2, T, 3) and bool((out == 0).all())  # no key: zero rows
+    (out * 2).sum().backward()
+    for x in (q, k, v):
+        assert x.grad.shape == x.shape and bool((x.grad == 0).all())
+
+
+def test_zero_heads_give_empty_results():
+    q, k, v = torch.randn(2, 0, 3, 4), torch.randn(2, 0, 5, 4), torch.randn(2, 0, 5, 6)
+    out, w = scaled_dot_product_attention(q, k, v, causal=True)
+    assert out.shape == (2, 0, 3, 6) and w.shape == (2, 0, 3, 5)
+    assert flash_attention(q, k, v).shape == (2, 0, 3, 6)
+
+
+@pytest.mark.parametrize("raw", [_nan, float("inf"), float("-inf"), 1e30])
+def test_masked_softmax_dead_rows_are_zero_in_value_and_gradient(raw):
+    """A fully masked row is zero whatever its raw scores hold, and no gradient reaches them."""
+    scores = torch.randn(3, 4, dtype=torch.float64)
+    scores[1] = raw
+    scores[2, 0] = raw  # a masked entry in a live row
+    scores.requires_grad_(True)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[1] = False
+    mask[2, 0] = False
+    a = masked_softmax(scores, mask)
+    assert torch.isfinite(a).all() and bool((a[1] == 0).all()) and a[2, 0] == 0
+    torch.testing.assert_close(a[[0, 2]].sum(-1), torch.ones(2, dtype=torch.float64))
+    (a * torch.randn(3, 4, dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(scores.grad).all()
+    assert bool((scores.grad[1] == 0).all()) and scores.grad[2, 0] == 0
+
+
+def test_all_minus_inf_bias_row_gives_zeros_on_every_path():
+    """A bias of -inf on every key of a row hides them all, like a mask: zeros everywhere."""
+    from attnbook.attention import MultiHeadAttention
+
+    q, k, v = (randn(2, 4, 3, 8, dtype=torch.float64, seed=s).requires_grad_(True) for s in (1, 2, 3))
+    bias = torch.zeros(4, 3, 3, dtype=torch.float64)
+    bias[1, 2] = float("-inf")  # head 1, query 2 sees nothing
+    out, w = scaled_dot_product_attention(q, k, v, attn_bias=bias)
+    flash = flash_attention(q, k, v, attn_bias=bias, block_size=2)
+    for t in (out, w, flash):
+        assert torch.isfinite(t).all() and bool((t[:, 1, 2] == 0).all())
+    torch.testing.assert_close(flash, out)
+    (out.sum() + flash.sum()).backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v)) and bool((q.grad[:, 1, 2] == 0).all())
+    mha = MultiHeadAttention(16, 4).double().eval()
+    x = randn(2, 3, 16, dtype=torch.float64, seed=4)
+    keep = torch.ones(1, 4, 3, 3, dtype=torch.bool)
+    keep[0, 1, 2] = False  # the same row hidden by a mask instead
+    masked, _ = mha(x, mask=keep, need_weights=True)
+    for need_weights in (False, True):
+        o, weights = mha(x, attn_bias=bias, need_weights=need_weights)
+        torch.testing.assert_close(o, masked)
+        if need_weights:
+            assert bool((weights[:, 1, 2] == 0).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# causal masks with T != S: aligned bottom-right, PyTorch's causal_lower_right
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T,S", [(1, 6), (3, 7), (5, 5), (2, 3)])
+def test_causal_is_pytorch_causal_lower_right(T, S):
+    from torch.nn.attention.bias import causal_lower_right, causal_upper_left
+
+    lower_right = causal_lower_right(T, S)._materialize(torch.device("cpu"))
+    assert torch.equal(causal_mask(T, S), lower_right)
+    if T != S:  # PyTorch's is_causal=True is the other alignment
+        assert not torch.equal(causal_mask(T, S), causal_upper_left(T, S)._materialize(torch.device("cpu")))
+    q, k, v = (randn(2, 3, n, 8, seed=s) for s, n in ((1, T), (2, S), (3, S)))
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(T, S))
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, causal=True)[0], ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(flash_attention(q, k, v, causal=True, block_size=2), ref, rtol=1e-5, atol=1e-5)
+    from attnbook.attention import KVCache, MultiHeadAttention
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = randn(2, S, 16, seed=4)
+    cache = KVCache()
+    mha(x[:, : S - T], cache=cache) if S > T else None  # S - T cached positions
+    out, _ = mha(x[:, S - T:], causal=True, cache=cache)
+    qh = mha.q_proj(x[:, S - T:]).view(2, T, 4, 4).transpose(1, 2)
+    kh, vh = (p(x).view(2, S, 4, 4).transpose(1, 2) for p in (mha.k_proj, mha.v_proj))
+    o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=causal_lower_right(T, S))
+    torch.testing.assert_close(out, mha.out_proj(o.transpose(1, 2).reshape(2, T, 16)), rtol=1e-5, atol=1e-5)

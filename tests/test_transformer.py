@@ -474,3 +474,18 @@ def test_bad_forward_arguments():
         s2s.decode(_tokens(2, 3), torch.randn(3, 5, 16))
     with pytest.raises(ValueError, match="num_encoder_layers"):
         Transformer(11, V, 16, 4, 0, 1)
+
+
+def test_masks_on_another_device_are_named():
+    model, s2s = _lm(), _seq2seq()
+    meta = torch.ones(2, 5, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match=r"key_padding_mask must be on the device of the tokens \(cpu\), got meta"):
+        model(_tokens(2, 5), key_padding_mask=meta)
+    with pytest.raises(ValueError, match="src_key_padding_mask must be on the device"):
+        s2s(_tokens(2, 5, vocab=11), _tokens(2, 3), meta)
+    with pytest.raises(ValueError, match="memory must be on the device of tgt_in"):
+        s2s.decode(_tokens(2, 3), torch.empty(2, 5, 16, device="meta"))
+    with pytest.raises(ValueError, match=r"src must hold token ids in \[0, 11\)"):
+        s2s(torch.full((2, 5), 11), _tokens(2, 3))
+    with pytest.raises(ValueError, match=r"tgt_in must hold token ids in \[0, 13\)"):
+        s2s(_tokens(2, 5, vocab=11), torch.full((2, 3), -1))
