@@ -90,14 +90,15 @@ def scaled_dot_score(q: torch.Tensor, k: torch.Tensor, scale: float | None = Non
     """Scaled dot-product score ``score(q_t, k_s) = q_t · k_s / sqrt(D)`` (Vaswani et al. 2017).
 
     ``scale`` replaces ``1/sqrt(D)`` when given. q ``(..., T, D)``, k ``(..., S, D)`` ->
-    scores ``(..., T, S)``. The queries are scaled before the product (which keeps half
-    precision products in range). Equivalent to ``(q @ k.transpose(-2, -1)) / math.sqrt(D)``.
+    scores ``(..., T, S)``. Equivalent to ``(q @ k.transpose(-2, -1)) / math.sqrt(D)``
+    (:func:`scaled_dot_product_attention` scales the queries before the product instead, which
+    keeps half precision products in range).
     """
     _check_qk(q, k, same_dim=True)
     check_scale("scale", scale)
     if scale is None:
         scale = 1.0 / math.sqrt(q.shape[-1])
-    return (q * scale) @ k.transpose(-2, -1)  # (..., T, S)
+    return (q @ k.transpose(-2, -1)) * scale  # (..., T, S)
 
 
 def general_score(q: torch.Tensor, k: torch.Tensor, W: torch.Tensor) -> torch.Tensor:
