@@ -33,7 +33,9 @@ __all__ = [
 # Vocabulary
 # ---------------------------------------------------------------------------------------------
 
+#: Indices of the four special symbols that every :class:`Vocab` starts with.
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
+#: The special symbols' names, in index order.
 SPECIALS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 
@@ -129,6 +131,9 @@ def _ordinal(n: int) -> str:
 # name -> formatter. The names say the field order; "/" always means month/day (US order)
 # and "." with the year last always means day.month (European order), so no string is ambiguous
 # inside the date range (two-digit years: 50-99 -> 19xx, 00-49 -> 20xx).
+#: Human date formats by name (the names say the field order): ``name -> formatter(date)``.
+#:
+#: :meta hide-value:
 DATE_FORMATS: dict[str, Callable[[_dt.date], str]] = {
     "d B Y": lambda d: f"{d.day} {_MONTHS[d.month - 1]} {d.year}",           # 3 March 1997
     "mm/dd/yy": lambda d: f"{d.month:02d}/{d.day:02d}/{d.year % 100:02d}",  # 03/03/97

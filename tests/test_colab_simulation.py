@@ -51,8 +51,11 @@ def fresh_env(tmp_path_factory) -> Path:
 
 def _uninstall(env_dir: Path) -> None:
     py = env_dir / "bin" / "python"
-    subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", "attnbook"], capture_output=True)
-    missing = subprocess.run([str(py), "-c", "import attnbook"], capture_output=True, cwd=env_dir)
+    env = _kernel_env(env_dir)
+    subprocess.run([str(py), "-m", "pip", "uninstall", "-q", "-y", "attnbook"], capture_output=True,
+                   env=env)
+    missing = subprocess.run([str(py), "-c", "import attnbook"], capture_output=True, cwd=env_dir,
+                             env=env)
     assert missing.returncode != 0, "attnbook must not be importable before the notebook runs"
 
 
@@ -78,7 +81,8 @@ def test_notebook_installs_attnbook_in_a_fresh_environment(tmp_path, fresh_env):
     env = _kernel_env(fresh_env, ATTNBOOK_PIP_SPEC=str(wheel))
     out = run([str(py), "-c", RUN, NOTEBOOK.name], cwd=work, env=env, timeout=900)
     assert "EXECUTED" in out.stdout
-    installed = run([str(py), "-c", "import attnbook, sys; print(attnbook.__file__)"], cwd=tmp_path)
+    installed = run([str(py), "-c", "import attnbook, sys; print(attnbook.__file__)"], cwd=tmp_path,
+                    env=_kernel_env(fresh_env))
     assert str(fresh_env) in installed.stdout, "attnbook was not installed into the fresh environment"
 
 
@@ -120,7 +124,7 @@ def test_a_pinned_bootstrap_installs_the_commit_its_page_was_built_from(tmp_path
     assert "EXECUTED 1 cells" in out.stdout
     info = run([str(py), "-c", (
         "import importlib.metadata as m; d = m.distribution('attnbook'); "
-        "print(d.read_text('direct_url.json'))")], cwd=tmp_path)
+        "print(d.read_text('direct_url.json'))")], cwd=tmp_path, env=_kernel_env(fresh_env))
     direct = json.loads(info.stdout)
     assert direct["vcs_info"]["commit_id"] == sha
     assert direct["url"] == clone.as_uri()
