@@ -91,9 +91,9 @@ def sequence_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pad_idx:
     ``targets == pad_idx`` are ignored. A batch with no real token (all padding) gives ``0``
     (with zero gradients), not ``nan``. Equivalent to::
 
-        real = targets != pad_idx
-        torch.nn.functional.cross_entropy(logits[real], targets[real],
-                                          label_smoothing=label_smoothing)  # when real.any()
+        real = targets != pad_idx                           # (B, T), when real.any()
+        torch.nn.functional.cross_entropy(
+            logits[real], targets[real], label_smoothing=label_smoothing)
 
     Raises ``ValueError`` for bad shapes or a floating-point ``targets``, and (a data check, see
     :mod:`attnbook.utils`) for target indices outside ``[0, V)``.

@@ -27,6 +27,9 @@ from nbclient import NotebookClient
 nb = nbformat.read(sys.argv[1], as_version=4)
 NotebookClient(nb, timeout=600, kernel_name="python3", resources={"metadata": {"path": "."}}).execute()
 print("EXECUTED", len(nb.cells), "cells")
+for cell in nb.cells:  # what the cells printed (pip's messages, say), for a failing assert
+    for out in cell.get("outputs", []):
+        print(out.get("text", ""), end="")
 """
 
 
@@ -42,6 +45,8 @@ def fresh_env(tmp_path_factory) -> Path:
     env_dir = tmp_path_factory.mktemp("colab") / "venv"
     venv.create(env_dir, with_pip=True)
     py = env_dir / "bin" / "python"
+    # a current pip, as Colab has (the venv's bundled one may predate PEP 508 file URLs)
+    run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--upgrade", "pip"])
     run([str(py), "-m", "pip", "install", "-q", "--disable-pip-version-check",
          "-c", str(ROOT / "constraints.txt"), *STACK])
     # the kernel must see the fresh environment, not ours
@@ -122,6 +127,8 @@ def test_a_pinned_bootstrap_installs_the_commit_its_page_was_built_from(tmp_path
     out = run([str(py), "-c", RUN, "bootstrap.ipynb"], cwd=site, env=_kernel_env(fresh_env),
               timeout=900)
     assert "EXECUTED 1 cells" in out.stdout
+    assert "attnbook" in run([str(py), "-m", "pip", "list"], env=_kernel_env(fresh_env)).stdout, \
+        f"the bootstrap cell did not install attnbook; it printed:\n{out.stdout[-3000:]}"
     info = run([str(py), "-c", (
         "import importlib.metadata as m; d = m.distribution('attnbook'); "
         "print(d.read_text('direct_url.json'))")], cwd=tmp_path, env=_kernel_env(fresh_env))
