@@ -31,6 +31,7 @@ Options:
   --out DIR       where the report and logs go (default: $OUT, else _build/gpu)
   --python PY     the interpreter (default: $PYTHON, else .venv/bin/python if present, else python3)
   --wheels DIR    pip-install DIR/*.whl (--no-index --no-deps) into a scratch dir on PYTHONPATH
+  --tests DIR     the unit tests to select the CUDA ones from (default: tests)
   -h, --help      this text
 EOF
 }
@@ -43,6 +44,7 @@ PY="${PYTHON:-$PY_DEFAULT}"
 NOTEBOOKS=0
 DRY_RUN=0
 WHEELS=""
+TESTS=tests
 while [[ $# -gt 0 ]]; do
   case "$1" in
     --notebooks) NOTEBOOKS=1 ;;
@@ -50,6 +52,7 @@ while [[ $# -gt 0 ]]; do
     --out) OUT_DIR="$2"; shift ;;
     --python) PY="$2"; shift ;;
     --wheels) WHEELS="$2"; shift ;;
+    --tests) TESTS="$2"; shift ;;
     -h | --help) usage; exit 0 ;;
     *) echo "gpu.sh: unknown argument $1 (see --help)" >&2; exit 2 ;;
   esac
@@ -124,9 +127,9 @@ if ! has_cuda && [[ $DRY_RUN == 0 ]]; then
   exit 2
 fi
 
-mapfile -t IGNORES < <("$PY" benchmarks/gpu_report.py ignores tests)
+mapfile -t IGNORES < <("$PY" benchmarks/gpu_report.py ignores "$TESTS")
 PYTEST=("$PY" -m pytest -q -p no:cacheprovider -p no:xdist -m "not site" -k cuda
-        --junitxml="$OUT_DIR/junit-cuda.xml" "${IGNORES[@]}" tests)
+        --junitxml="$OUT_DIR/junit-cuda.xml" "${IGNORES[@]}" "$TESTS")
 if [[ $DRY_RUN == 1 ]]; then
   # collection only: proves the CUDA selection and the ignores work on this machine
   if "${PYTEST[@]}" --collect-only -q >"$OUT_DIR/collect-cuda.log" 2>&1; then

@@ -50,9 +50,9 @@ def versions() -> list[str]:
     return lines
 
 
-def _local(name: str, root: Path) -> bool:
+def _local(name: str, root: Path, here: Path) -> bool:
     return any((base / f"{name}.py").exists() or (base / name / "__init__.py").exists()
-               for base in (root, root / "tests", root / "scripts", root / "benchmarks"))
+               for base in (here, root, root / "tests", root / "scripts", root / "benchmarks"))
 
 
 def missing_imports(path: Path, root: Path = ROOT) -> list[str]:
@@ -65,7 +65,7 @@ def missing_imports(path: Path, root: Path = ROOT) -> list[str]:
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             names.add(node.module.split(".")[0])
     return sorted(n for n in names
-                  if not _local(n, root) and importlib.util.find_spec(n) is None)
+                  if not _local(n, root, path.parent) and importlib.util.find_spec(n) is None)
 
 
 def ignores(tests: Path) -> list[tuple[Path, list[str]]]:
