@@ -7,7 +7,7 @@ The full site build (``make site``) executes every notebook. This builds four pa
 and with ``--warningiserror`` as in ``make site``. The output lands in ``_build/api/``
 (``_build/api/_build/html/book/api.html``); ``tests/test_api_docs.py`` checks it.
 
-    python scripts/build_api_docs.py            # about 15 s of CPU
+    python scripts/build_api_docs.py            # about 20 s of CPU
 """
 
 from __future__ import annotations
