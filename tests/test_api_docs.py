@@ -97,3 +97,14 @@ def test_the_built_page_documents_every_public_function_and_class():
                     f"attnbook.{name}.{member}" not in ids:
                 missing.append(f"attnbook.{name}.{member}")
     assert not missing, f"not on the API page: {missing}"
+
+
+def test_the_package_metadata_has_the_same_version():
+    """pip's metadata (pyproject.toml) and attnbook.__version__ (stated by the site) agree."""
+    text = (ROOT / "pyproject.toml").read_text()
+    match = re.search(r'(?m)^version\s*=\s*"([^"]+)"', text)
+    if match is None:  # a dynamic version, read from attnbook.__version__ itself
+        assert re.search(r'(?m)^dynamic\s*=.*"version"', text)
+        assert 'attr = "attnbook.__version__"' in text
+    else:
+        assert match.group(1) == attnbook.__version__
