@@ -17,6 +17,7 @@ so the encoder memory of an encoder-decoder belongs in ``state``, not in a closu
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -209,11 +210,13 @@ def fit(model: nn.Module, batches: Iterable[Any],
             return
         values = torch.stack([v.detach().float() for v in losses]).tolist()
         grads = torch.stack([v.detach().float() for v in norms]).tolist() if norms else []
+        rates = list(lrs)
+        losses.clear(), norms.clear(), lrs.clear()
         for i, value in enumerate(values):
             norm = grads[i] if grads else 0.0
             if not (math.isfinite(value) and math.isfinite(norm)):
                 history.losses.extend(values[:i])
-                history.lrs.extend(lrs[:i])
+                history.lrs.extend(rates[:i])
                 history.grad_norms.extend(grads[:i])
                 what = f"loss is {value}" if not math.isfinite(value) else \
                     f"gradient norm is {norm} (loss {value})"
@@ -224,10 +227,9 @@ def fit(model: nn.Module, batches: Iterable[Any],
                     f"gradients (clip_grad_norm=...) or check that batch."
                 )
         history.losses.extend(values)
-        history.lrs.extend(lrs)
+        history.lrs.extend(rates)
         history.grad_norms.extend(grads)
         first += len(values)
-        losses.clear(), norms.clear(), lrs.clear()
         bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
 
     start = time.perf_counter()
@@ -242,7 +244,7 @@ def fit(model: nn.Module, batches: Iterable[Any],
             loss.backward()
             finite = torch.isfinite(loss.detach()).to(ok.device)
             if clip_grad_norm is not None:
-                norm = nn.utils.clip_grad_norm_(params, clip_grad_norm)
+                norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
                 norms.append(norm.detach())
                 finite = finite & torch.isfinite(norm.detach()).to(ok.device)
             ok = ok & finite
@@ -263,6 +265,11 @@ def fit(model: nn.Module, batches: Iterable[Any],
             if (step + 1) % log_every == 0:
                 read()
         read()
+    except BaseException:
+        if losses:  # interrupted (an error in loss_fn, Ctrl-C): keep the steps it measured
+            with contextlib.suppress(ValueError):
+                read()
+        raise
     finally:
         history.seconds += time.perf_counter() - start
         bar.close()

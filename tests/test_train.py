@@ -667,3 +667,21 @@ def test_load_checkpoint_rejects_a_checkpoint_of_another_model(tmp_path):
     torch.save({"weights": 1}, tmp_path / "plain.pt")
     with pytest.raises(ValueError, match=r"plain\.pt"):
         load_checkpoint(nn.Linear(2, 2), tmp_path / "plain.pt")
+
+
+def test_fit_keeps_the_measured_steps_when_interrupted():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    calls = []
+
+    def loss_fn(m, batch):
+        calls.append(None)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return _mse(m, batch)
+
+    hist = History()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, _regression_problem(), loss_fn, torch.optim.SGD(model.parameters(), lr=0.1),
+            steps=20, progress=False, history=hist, log_every=5)
+    assert len(hist.losses) == len(hist.lrs) == 6  # steps 0-5: the open window was read back
