@@ -220,11 +220,12 @@ def fit(model: nn.Module, batches: Iterable[Any],
                 history.grad_norms.extend(grads[:i])
                 what = f"loss is {value}" if not math.isfinite(value) else \
                     f"gradient norm is {norm} (loss {value})"
+                held = f"after step {first + i - 1}" if first + i > 0 else "it started with"
                 raise ValueError(
                     f"fit: the {what} at step {first + i}; that update and the "
                     f"{len(values) - i - 1} after it were not applied, so the model holds the "
-                    f"weights after step {first + i - 1}. Lower the learning rate, clip the "
-                    f"gradients (clip_grad_norm=...) or check that batch."
+                    f"weights {held}. Lower the learning rate, clip the gradients "
+                    f"(clip_grad_norm=...) or check that batch."
                 )
         history.losses.extend(values)
         history.lrs.extend(rates)
