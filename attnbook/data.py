@@ -33,7 +33,9 @@ __all__ = [
 # Vocabulary
 # ---------------------------------------------------------------------------------------------
 
+#: Indices of the four special symbols that every :class:`Vocab` starts with.
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
+#: The special symbols' names, in index order.
 SPECIALS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 
@@ -129,6 +131,9 @@ def _ordinal(n: int) -> str:
 # name -> formatter. The names say the field order; "/" always means month/day (US order)
 # and "." with the year last always means day.month (European order), so no string is ambiguous
 # inside the date range (two-digit years: 50-99 -> 19xx, 00-49 -> 20xx).
+#: Human date formats by name (the names say the field order): ``name -> formatter(date)``.
+#:
+#: :meta hide-value:
 DATE_FORMATS: dict[str, Callable[[_dt.date], str]] = {
     "d B Y": lambda d: f"{d.day} {_MONTHS[d.month - 1]} {d.year}",           # 3 March 1997
     "mm/dd/yy": lambda d: f"{d.month:02d}/{d.day:02d}/{d.year % 100:02d}",  # 03/03/97
@@ -379,25 +384,74 @@ class BatchIterator:
 # Real corpora from a local file
 # ---------------------------------------------------------------------------------------------
 
+def _text_encoding(path: Path) -> str:
+    """The codec for ``path``: UTF-16 when it starts with a UTF-16 byte-order mark, else UTF-8
+    (``utf-8-sig``, which drops a UTF-8 byte-order mark)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return "utf-8-sig"
+
+
+def _decode_error(path: Path, encoding: str) -> str:
+    """Where ``path`` stops being ``encoding`` text: the byte and its line (read again, only
+    on this error path)."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[:err.start].decode(encoding, errors="ignore").count("\n") + 1
+        where = f"undecodable byte {data[err.start:err.start + 1]!r} on line {line}"
+    else:  # pragma: no cover - the streaming decoder failed, so the whole-file one does too
+        where = "undecodable bytes"
+    return (f"path {str(path)!r} is not {encoding.removesuffix('-sig')} text: {where} "
+            f"(a Latin-1 or binary file? re-save it as UTF-8)")
+
+
 def load_sentence_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:
     """Read ``source<TAB>target[<TAB>attribution...]`` lines (the Tatoeba / ManyThings format).
 
-    Blank lines and lines without two non-empty fields are skipped; surrounding whitespace is
-    stripped; at most ``max_pairs`` pairs are returned (all when ``None``).
+    The file is UTF-8 (a leading byte-order mark is dropped) or UTF-16 with a byte-order mark
+    (decoded as such). Blank lines and lines without two non-empty fields are skipped;
+    surrounding whitespace is stripped; at most ``max_pairs`` pairs are returned (all when
+    ``None``).
+
+    Raises ``ValueError`` naming ``path`` when the file is missing, is not UTF-8/UTF-16 text
+    (e.g. Latin-1 or a binary file: the message gives the line), or holds no pair at all (an
+    empty or wholly malformed file), rather than returning ``[]``.
     """
     require(max_pairs is None or (isinstance(max_pairs, int) and max_pairs >= 0),
             f"max_pairs must be None or a non-negative int, got {max_pairs!r}")
     path = Path(path)
     require(path.is_file(), f"path must be an existing file, got {str(path)!r}")
+    encoding = _text_encoding(path)
     pairs: list[tuple[str, str]] = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if max_pairs is not None and len(pairs) >= max_pairs:
-                break
-            parts = line.rstrip("\r\n").split("\t")
-            if len(parts) < 2:
-                continue
-            src, tgt = parts[0].strip(), parts[1].strip()
-            if src and tgt:
-                pairs.append((src, tgt))
+    lines = malformed = 0
+    first_bad: str | None = None
+    with path.open(encoding=encoding, errors="strict", newline="") as f:
+        try:
+            for line in f:
+                if max_pairs is not None and len(pairs) >= max_pairs:
+                    break
+                lines += 1
+                require("\x00" not in line,
+                        f"path {str(path)!r} looks like a binary file, not {encoding} text "
+                        f"(a NUL character on line {lines}; UTF-16 needs a byte-order mark)")
+                parts = line.rstrip("\r\n").split("\t")
+                src, tgt = (parts[0].strip(), parts[1].strip()) if len(parts) >= 2 else ("", "")
+                if src and tgt:
+                    pairs.append((src, tgt))
+                elif line.strip():
+                    malformed += 1
+                    first_bad = first_bad or f"line {lines}: {line.strip()[:60]!r}"
+        except UnicodeDecodeError as err:
+            raise ValueError(_decode_error(path, encoding)) from err
+    if max_pairs != 0:
+        require(
+            pairs,
+            f"path {str(path)!r} holds no source<TAB>target pair: {lines} lines read, "
+            + (f"{malformed} without two tab-separated fields (first: {first_bad})"
+               if malformed else "all blank"),
+        )
     return pairs

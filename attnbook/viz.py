@@ -54,6 +54,16 @@ def _check_labels(name: str, labels: Sequence[Any] | None, n: int, what: str, sh
         )
 
 
+def _check_not_empty(name: str, w: np.ndarray, dims: Sequence[str]) -> None:
+    """Every dimension of ``w`` (named by ``dims``, e.g. heads, queries, keys) must be > 0."""
+    empty = [d for d, n in zip(dims, w.shape) if n == 0]
+    if empty:
+        raise ValueError(
+            f"{name} must have at least one of each of {', '.join(dims)}, but has 0 "
+            f"{' and 0 '.join(empty)}: got shape {w.shape}"
+        )
+
+
 def _set_ticks(ax: Axes, axis: str, n: int, labels: Sequence[Any] | None, rotate: bool) -> None:
     """Integer ticks on ``axis`` ('x' or 'y'), labelled with ``labels`` when given."""
     step = 1 if labels is not None and n <= _MAX_TICK_LABELS else max(1, int(np.ceil(n / 10)))
@@ -108,11 +118,13 @@ def attention_heatmap(
     value in its cell with ``fmt``. ``vmin``/``vmax`` fix the colour scale (e.g. 0 and 1 to
     compare several matrices). Draws on ``ax`` (a new figure when ``None``) and returns it.
 
-    Raises ``ValueError`` when ``weights`` is not 2-D or a label list has the wrong length.
+    Raises ``ValueError`` when ``weights`` is not 2-D or empty, or a label list has the wrong
+    length.
     """
     w = to_numpy(weights, "weights")
     if w.ndim != 2:
         raise ValueError(f"weights must be a 2-D (T, S) matrix, got shape {w.shape}")
+    _check_not_empty("weights", w, ("queries", "keys"))
     T, S = w.shape
     _check_labels("x_labels", x_labels, S, "columns (keys)", w.shape)
     _check_labels("y_labels", y_labels, T, "rows (queries)", w.shape)
@@ -160,7 +172,8 @@ def head_grid(
     bottom row. Returns the new ``Figure``; its panels are ``fig.axes[:L * H]`` in row-major
     order (a colour bar, when drawn, is the last axes).
 
-    Raises ``ValueError`` for other shapes or label lists of the wrong length.
+    Raises ``ValueError`` for other shapes, an empty dimension (zero heads, say) or label lists
+    of the wrong length.
     """
     w = to_numpy(weights, "weights")
     if w.ndim == 3:
@@ -169,6 +182,7 @@ def head_grid(
         raise ValueError(
             f"weights must be (L, H, T, S) or (H, T, S), got shape {to_numpy(weights).shape}"
         )
+    _check_not_empty("weights", w, ("layers", "heads", "queries", "keys"))
     L, H, T, S = w.shape
     _check_labels("layer_labels", layer_labels, L, "layers", w.shape)
     _check_labels("head_labels", head_labels, H, "heads", w.shape)
@@ -366,6 +380,8 @@ def plot_curves(
             raise ValueError(
                 f"histories[{label!r}] must be a 1-D list of numbers, got {shape}"
             ) from err
+        if len(y) == 0:
+            raise ValueError(f"histories[{label!r}] must hold at least one value, got an empty curve")
         xs = np.arange(len(y)) if x is None else np.asarray(x, dtype=np.float64)
         if len(xs) != len(y):
             raise ValueError(f"x has {len(xs)} values but histories[{label!r}] has {len(y)}")
