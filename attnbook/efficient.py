@@ -13,8 +13,8 @@ package: query ``i`` sits at position ``p_i = i + (S - T)`` of the key sequence.
   ``S_t = S_{t-1} + φ(k_t) v_tᵀ``, ``z_t = z_{t-1} + φ(k_t)`` (an RNN with a matrix state).
 * :func:`sliding_window_attention` — softmax attention restricted to the keys ``j`` with
   ``p_i - window < j <= p_i`` (causal) or ``|p_i - j| < window``; computed in blocks of
-  ``window`` queries that each see a slab of ``2 window - 1`` (or ``3 window - 2``) keys, so
-  time and memory are ``O(T · window)``. :func:`sliding_window_mask` is the banded reference.
+  ``window`` queries, each against its own block of keys and the one before (and after, when
+  not causal), so time and memory are ``O(T · window)``. :func:`sliding_window_mask` is the banded reference.
 * :func:`strided_attention` — the strided pattern of Child et al. (2019): query ``i`` sees the
   last ``stride`` keys and every ``stride``-th key before them, ``O(T (stride + T / stride))``.
   :func:`strided_mask` is the reference mask.
@@ -95,16 +95,19 @@ def _no_autocast(device: torch.device) -> Iterator[None]:
         yield
 
 
-def _softmax_keep(scores: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
-    """Softmax over the last dimension restricted to ``keep`` (bool, broadcastable); a row
-    with nothing kept gives zeros. No host synchronisation: the empty rows are handled with
-    ``torch.where`` instead of a Python branch."""
-    s = scores.masked_fill(~keep, float("-inf"))
-    m = s.amax(dim=-1, keepdim=True).detach()  # the shift cancels in the ratio
-    m = torch.where(torch.isfinite(m), m, torch.zeros_like(m))  # empty rows: shift by 0
-    e = torch.exp(s - m)  # exp(-inf) = 0 for masked entries
-    den = e.sum(dim=-1, keepdim=True)
-    return e / torch.where(den > 0, den, torch.ones_like(den))
+def _softmax_keep(scores: torch.Tensor, keep: torch.Tensor, may_be_empty: bool) -> torch.Tensor:
+    """Softmax over the last dimension restricted to ``keep`` (bool, broadcastable to
+    ``scores``); a row with nothing kept gives zeros.
+
+    The mask is turned into an additive bias (0 or -inf) that leaves fully masked rows finite,
+    so one fused softmax does the work; those rows are zeroed afterwards when ``may_be_empty``
+    (the callers know it from the shapes alone, so nothing is read back from the device).
+    """
+    row_any = keep.any(dim=-1, keepdim=True)  # (..., 1)
+    bias = torch.zeros(keep.shape, dtype=scores.dtype, device=scores.device)
+    bias.masked_fill_(~keep & row_any, float("-inf"))
+    weights = torch.softmax(scores + bias, dim=-1)
+    return weights * row_any if may_be_empty else weights
 
 
 def _pad_time(x: torch.Tensor, before: int, after: int) -> torch.Tensor:
@@ -158,6 +161,10 @@ def _linear_causal(phi_q, phi_k, v, chunk: int, S0=None, z0=None):
     chunks the running state carries the sums, so memory is ``O(T (C + F Dv / C))``.
     """
     T = phi_q.shape[-2]
+    if T <= chunk and S0 is None:  # one chunk: the masked T x T form, nothing to carry
+        tril = torch.ones(T, T, dtype=torch.bool, device=v.device).tril()  # (T, T)
+        A = (phi_q @ phi_k.transpose(-2, -1)).masked_fill(~tril, 0.0)  # (..., T, T)
+        return A @ v, A.sum(dim=-1)  # (..., T, Dv), (..., T)
     C = max(1, min(chunk, T))
     n = -(-T // C)  # number of chunks
     pad = n * C - T
@@ -421,10 +428,10 @@ def _local_blocks(q, k, v, w: int, causal: bool):
     """Cut attention into blocks of ``w`` queries, each with the slab of keys its window covers.
 
     q ``(..., T, D)``, k ``(..., S, D)``, v ``(..., S, Dv)`` -> Qb ``(..., n, w, D)``,
-    Kb ``(..., n, D, L)`` (transposed slabs), Vb ``(..., n, L, Dv)``, keep ``(n, w, L)`` with
-    ``L = 2w - 1`` (causal) or ``3w - 2``. Keys are trimmed to those some query can see and
-    padded so that query ``i`` of block ``b`` (offset ``r``) sees slab columns ``r .. r + w - 1``
-    (causal) or ``r .. r + 2w - 2``. The slabs are ``unfold`` views of one padded copy.
+    Kb ``(..., n, L, D)``, Vb ``(..., n, L, Dv)``, keep ``(n, w, L)`` with ``L = 2w`` (causal:
+    a block and the one before it) or ``3w`` (also the one after). Keys are trimmed to those
+    some query can see and padded so that query ``i`` of block ``b`` (offset ``r``) sees slab
+    columns ``r .. r + w - 1`` (causal) or ``r .. r + 2w - 2``.
     """
     T, S = q.shape[-2], k.shape[-2]
     shift = S - T
@@ -432,12 +439,14 @@ def _local_blocks(q, k, v, w: int, causal: bool):
     S2, shift2 = S - lo, shift - lo
     before = w - 1 - shift2  # >= 0: now query i sees padded keys i .. i + (w-1 or 2w-2)
     n = -(-T // w)
-    L = 2 * w - 1 if causal else 3 * w - 2
-    total = (n - 1) * w + L
-    after = total - before - S2  # >= 0 since before + S2 = T + w - 1
+    blocks = 2 if causal else 3  # key blocks per query block
+    after = (n + blocks - 1) * w - before - S2  # >= 0 since before + S2 = T + w - 1
     Qb = _pad_time(q, 0, n * w - T).unflatten(-2, (n, w))  # (..., n, w, D)
-    Kb = _pad_time(k[..., lo:, :], before, after).unfold(-2, L, w)  # (..., n, D, L)
-    Vb = _pad_time(v[..., lo:, :], before, after).unfold(-2, L, w).transpose(-2, -1)  # (..., n, L, Dv)
+    Kp = _pad_time(k[..., lo:, :], before, after).unflatten(-2, (n + blocks - 1, w))
+    Vp = _pad_time(v[..., lo:, :], before, after).unflatten(-2, (n + blocks - 1, w))
+    Kb = torch.cat([Kp[..., s : s + n, :, :] for s in range(blocks)], dim=-2)  # (..., n, L, D)
+    Vb = torch.cat([Vp[..., s : s + n, :, :] for s in range(blocks)], dim=-2)  # (..., n, L, Dv)
+    L = blocks * w
     r = torch.arange(w, device=q.device).view(1, w, 1)  # query offset in its block
     c = torch.arange(L, device=q.device).view(1, 1, L)  # slab column
     b = torch.arange(n, device=q.device).view(n, 1, 1)  # block index
@@ -461,9 +470,10 @@ def sliding_window_attention(
     Query ``i`` (at position ``p = i + (S - T)``) attends to keys ``p - window < j <= p``
     (``causal``) or ``|p - j| < window``; with ``T = S``, ``p = i``. Equal to
     ``scaled_dot_product_attention(q, k, v, mask=sliding_window_mask(...))``, but computed in
-    blocks of ``window`` queries, each against the ``2 window - 1`` keys (``3 window - 2``
-    non-causal) that its windows cover: the score tensor is ``(..., T/window, window, 2 window)``
-    instead of ``(..., T, S)`` (Beltagy et al. 2020). A query that sees no key gives zeros.
+    blocks of ``window`` queries, each against its own block of ``window`` keys and the block
+    before it (and after it, non-causal), which hold every key its windows cover: the score
+    tensor is ``(..., T/window, window, 2 window)`` instead of ``(..., T, S)`` (Beltagy et al.
+    2020). A query that sees no key gives zeros.
 
     q ``(..., T, D)``, k ``(..., S, D)``, v ``(..., S, Dv)`` -> ``(..., T, Dv)``; ``scale``
     replaces ``1/√D``. Half inputs are computed in float32.
@@ -480,8 +490,9 @@ def sliding_window_attention(
     work = _work_dtype(q)
     with _no_autocast(q.device):
         Qb, Kb, Vb, keep = _local_blocks(q.to(work), k.to(work), v.to(work), w, causal)
-        scores = (Qb @ Kb) * scale  # (..., n, w, L)
-        out = _softmax_keep(scores, keep) @ Vb  # (..., n, w, Dv)
+        scores = (Qb * scale) @ Kb.transpose(-2, -1)  # (..., n, w, L)
+        empty_rows = S == 0 or T > S  # only queries before the first key see nothing
+        out = _softmax_keep(scores, keep, empty_rows) @ Vb  # (..., n, w, Dv)
         out = out.flatten(-3, -2)[..., :T, :]  # (..., T, Dv)
     return out.to(q.dtype)
 
@@ -542,7 +553,7 @@ def strided_attention(
         q_w, k_w, v_w = q.to(work), k.to(work), v.to(work)
         Qb, Kb, Vb, keep_loc = _local_blocks(q_w, k_w, v_w, l, causal)  # blocks of l queries
         m = Qb.shape[-3]  # rows of the (m, l) grid
-        s_loc = Qb @ Kb  # (..., m, l, L)
+        s_loc = Qb @ Kb.transpose(-2, -1)  # (..., m, l, L)
         # the grid: position a*l + r is row a, column r; strided keys share the column
         Kg = _pad_time(k_w, 0, m * l - T).unflatten(-2, (m, l))  # (..., m, l, D)
         Vg = _pad_time(v_w, 0, m * l - T).unflatten(-2, (m, l))  # (..., m, l, Dv)
@@ -555,7 +566,7 @@ def strided_attention(
         keep_str = ((a2 < a) if causal else (a2 != a)) & (a2 * l + r < T)  # (m, l, m)
         scores = torch.cat([s_loc, s_str], dim=-1) * scale  # (..., m, l, L + m)
         keep = torch.cat([keep_loc, keep_str], dim=-1)  # (m, l, L + m)
-        weights = _softmax_keep(scores, keep)
+        weights = _softmax_keep(scores, keep, False)  # T = S: i sees i
         w_loc, w_str = weights[..., : s_loc.shape[-1]], weights[..., s_loc.shape[-1]:]
         out = w_loc @ Vb  # (..., m, l, Dv)
         out = out + (w_str.transpose(-3, -2) @ Vg.transpose(-3, -2)).transpose(-3, -2)
