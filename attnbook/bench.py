@@ -331,3 +331,134 @@ def format_table(
         "-" * (w + 1) + ":" if h in numeric else "-" * (w + 2) for w, h in zip(widths, header)
     ) + "|"
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+# --------------------------------------------------------------------------------------------
+# Scaling sweeps and device ceilings (used by the chapter "What attention costs")
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` and restore the old count after it
+    (``None`` leaves it alone). On a shared CPU one thread gives steadier timings: a parallel
+    kernel waits for its slowest thread, and another program can stall any of them."""
+    if n is None:
+        yield
+        return
+    _check_count("n", n, 1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+def matmul_ceiling(
+    *,
+    n: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+) -> float:
+    """The device's matrix-multiply rate in FLOP/s: ``2 n³`` over the fastest of ``repeats``
+    timed ``(n, n) @ (n, n)`` products. The fastest call is the least disturbed one (other
+    programs can only add time), so this estimates what the device can do, not its average."""
+    _check_count("n", n, 1)
+    dev = _as_device(device)
+    a = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
+    b = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
+    times = measure_time(lambda: a @ b, repeats=repeats, warmup=warmup, device=dev)
+    return 2 * n**3 / min(times)
+
+
+def memory_bandwidth(
+    *,
+    nbytes: int = 2**28,
+    device: torch.device | str | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+) -> float:
+    """Main-memory bandwidth in bytes/s: a copy of ``nbytes`` bytes reads and writes them, so
+    ``2 nbytes`` over the fastest of ``repeats`` copies. Take ``nbytes`` well above the caches
+    (the default 256 MiB is) or this measures the cache instead."""
+    _check_count("nbytes", nbytes, 4)
+    dev = _as_device(device)
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)  # (nbytes / 4,)
+    dst = torch.empty_like(src)
+    times = measure_time(lambda: dst.copy_(src), repeats=repeats, warmup=warmup, device=dev)
+    return 2 * src.numel() * 4 / min(times)
+
+
+def sweep(
+    makers: Mapping[str, Callable[[int], Callable[[], Any]]],
+    sizes: Sequence[int],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    timing: bool = True,
+    memory: bool = True,
+    device: torch.device | str | None = None,
+    param: str = "n",
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+) -> list[Result]:
+    """Measure several implementations over a range of sizes: for each size ``n`` and each
+    ``name``, ``makers[name](n)`` builds the callable to measure (inputs made outside the timed
+    call); at each size the candidates are timed side by side with :func:`compare` and their
+    peak memory measured. One :class:`Result` per (size, name), labelled ``{param: n}``;
+    ``timing=False`` leaves ``times`` empty, ``memory=False`` leaves ``peak_bytes`` ``None``.
+    ``progress`` wraps the size loop (e.g. ``tqdm.auto.tqdm``)."""
+    require(len(makers) > 0, "makers must name at least one callable factory")
+    for name, make in makers.items():
+        require(callable(make), f"makers[{name!r}] must be callable, got {type(make).__name__}")
+    require(
+        len(sizes) > 0 and all(isinstance(n, int) and n > 0 for n in sizes),
+        f"sizes must be positive ints, got {list(sizes)!r}",
+    )
+    require(timing or memory, "at least one of timing and memory must be measured")
+    dev = _as_device(device)
+    results: list[Result] = []
+    for n in progress(sizes) if progress is not None else sizes:
+        fns = {name: make(n) for name, make in makers.items()}
+        if timing:
+            results += compare(
+                fns, repeats=repeats, warmup=warmup, memory=memory, device=dev, **{param: n}
+            )
+        else:
+            results += [
+                Result(name, (), measure_peak_memory(fn, device=dev, warmup=warmup), str(dev),
+                       {param: n})
+                for name, fn in fns.items()
+            ]
+        del fns
+    return results
+
+
+def loglog_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line through ``(log x, log y)``: returns ``(slope, intercept)``, so that
+    ``y ≈ e^intercept · x^slope``. The slope is the exponent of a power law: 1 for linear
+    growth, 2 for quadratic."""
+    import math  # here rather than at the top: this section is appended to the module
+
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    require(len(xs) == len(ys), f"x and y must have the same length, got {len(xs)} and {len(ys)}")
+    require(len(set(xs)) >= 2, f"x must hold at least two distinct values, got {xs}")
+    require(
+        all(v > 0 and math.isfinite(v) for v in xs + ys),
+        f"x and y must be positive and finite for a log-log fit, got x={xs}, y={ys}",
+    )
+    lx, ly = [math.log(v) for v in xs], [math.log(v) for v in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+    return slope, my - slope * mx
+
+
+def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """The slope of :func:`loglog_fit`: the fitted exponent ``p`` in ``y ∝ x^p``."""
+    return loglog_fit(x, y)[0]
+
+
+__all__ += ["cpu_threads", "matmul_ceiling", "memory_bandwidth", "sweep", "loglog_fit",
+            "loglog_slope"]
