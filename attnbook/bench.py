@@ -355,6 +355,33 @@ def cpu_threads(n: int | None) -> Iterator[None]:
         torch.set_num_threads(old)
 
 
+CLOCKS = ("wall", "thread")
+
+
+def _check_clock(clock: str, dev: torch.device) -> None:
+    require(clock in CLOCKS, f"clock must be one of {CLOCKS}, got {clock!r}")
+    require(
+        clock == "wall" or dev.type == "cpu",
+        f"clock='thread' measures CPU work and is only valid on the CPU, got device {dev}",
+    )
+
+
+def _thread_seconds(fn: Callable[[], Any]) -> float:
+    start = time.thread_time()
+    fn()
+    return time.thread_time() - start
+
+
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int, dev: torch.device, clock: str) -> list[float]:
+    """Seconds per call by ``clock``: ``"wall"`` is :func:`measure_time` (synchronising CUDA and
+    MPS); ``"thread"`` is the CPU time of the calling thread, :func:`time.thread_time`."""
+    if clock == "wall":
+        return measure_time(fn, repeats=repeats, warmup=warmup, device=dev)
+    for _ in range(warmup):
+        fn()
+    return [_thread_seconds(fn) for _ in range(repeats)]
+
+
 def matmul_ceiling(
     *,
     n: int = 1024,
@@ -362,16 +389,20 @@ def matmul_ceiling(
     device: torch.device | str | None = None,
     repeats: int = 5,
     warmup: int = 2,
+    clock: str = "wall",
 ) -> float:
     """The device's matrix-multiply rate in FLOP/s: ``2 n³`` over the fastest of ``repeats``
     timed ``(n, n) @ (n, n)`` products. The fastest call is the least disturbed one (other
-    programs can only add time), so this estimates what the device can do, not its average."""
+    programs can only add time), so this estimates what the device can do, not its average.
+    ``clock`` as in :func:`sweep`."""
     _check_count("n", n, 1)
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
     dev = _as_device(device)
+    _check_clock(clock, dev)
     a = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
     b = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
-    times = measure_time(lambda: a @ b, repeats=repeats, warmup=warmup, device=dev)
-    return 2 * n**3 / min(times)
+    return 2 * n**3 / min(_timed(lambda: a @ b, repeats, warmup, dev, clock))
 
 
 def memory_bandwidth(
@@ -380,16 +411,19 @@ def memory_bandwidth(
     device: torch.device | str | None = None,
     repeats: int = 5,
     warmup: int = 2,
+    clock: str = "wall",
 ) -> float:
     """Main-memory bandwidth in bytes/s: a copy of ``nbytes`` bytes reads and writes them, so
     ``2 nbytes`` over the fastest of ``repeats`` copies. Take ``nbytes`` well above the caches
-    (the default 256 MiB is) or this measures the cache instead."""
+    (the default 256 MiB is) or this measures the cache instead. ``clock`` as in :func:`sweep`."""
     _check_count("nbytes", nbytes, 4)
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
     dev = _as_device(device)
+    _check_clock(clock, dev)
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)  # (nbytes / 4,)
     dst = torch.empty_like(src)
-    times = measure_time(lambda: dst.copy_(src), repeats=repeats, warmup=warmup, device=dev)
-    return 2 * src.numel() * 4 / min(times)
+    return 2 * src.numel() * 4 / min(_timed(lambda: dst.copy_(src), repeats, warmup, dev, clock))
 
 
 def sweep(
@@ -402,14 +436,27 @@ def sweep(
     memory: bool = True,
     device: torch.device | str | None = None,
     param: str = "n",
+    clock: str = "wall",
     progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
 ) -> list[Result]:
-    """Measure several implementations over a range of sizes: for each size ``n`` and each
-    ``name``, ``makers[name](n)`` builds the callable to measure (inputs made outside the timed
-    call); at each size the candidates are timed side by side with :func:`compare` and their
-    peak memory measured. One :class:`Result` per (size, name), labelled ``{param: n}``;
+    """Measure several implementations over a range of sizes.
+
+    For each size ``n`` and each ``name``, ``makers[name](n)`` builds the callable to measure
+    (its inputs made outside the timed call). All of them are built first; then ``warmup``
+    rounds and ``repeats`` timed rounds each call every (size, name) pair once, round-robin, so
+    that a drift in the machine's load hits every size and every candidate alike and the ratios
+    between sizes (the slope of a log-log plot) stay meaningful. Finally the peak memory of one
+    call of each is measured (:func:`measure_peak_memory`).
+
+    ``clock="wall"`` times with :func:`measure_time` (synchronising CUDA/MPS). ``clock="thread"``
+    measures the CPU time of the calling thread (:func:`time.thread_time`): on a CPU with
+    ``torch.set_num_threads(1)`` all the work runs in that thread, and the time another program
+    held the core is not counted. It is refused for other devices, whose work runs elsewhere.
+
+    Returns one :class:`Result` per (size, name), sizes in order, labelled ``{param: n}``;
     ``timing=False`` leaves ``times`` empty, ``memory=False`` leaves ``peak_bytes`` ``None``.
-    ``progress`` wraps the size loop (e.g. ``tqdm.auto.tqdm``)."""
+    ``progress`` wraps the rounds (e.g. ``tqdm.auto.tqdm``).
+    """
     require(len(makers) > 0, "makers must name at least one callable factory")
     for name, make in makers.items():
         require(callable(make), f"makers[{name!r}] must be callable, got {type(make).__name__}")
@@ -418,22 +465,28 @@ def sweep(
         f"sizes must be positive ints, got {list(sizes)!r}",
     )
     require(timing or memory, "at least one of timing and memory must be measured")
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
     dev = _as_device(device)
-    results: list[Result] = []
-    for n in progress(sizes) if progress is not None else sizes:
-        fns = {name: make(n) for name, make in makers.items()}
-        if timing:
-            results += compare(
-                fns, repeats=repeats, warmup=warmup, memory=memory, device=dev, **{param: n}
-            )
+    _check_clock(clock, dev)
+    fns = {(n, name): make(n) for n in sizes for name, make in makers.items()}
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in fns}
+    rounds = list(range(warmup + (repeats if timing else 0) + (1 if memory else 0)))
+    peaks: dict[tuple[int, str], int | None] = dict.fromkeys(fns)
+    for r in progress(rounds) if progress is not None else rounds:
+        if r < warmup:
+            for fn in fns.values():
+                fn()
+        elif timing and r < warmup + repeats:
+            for key, fn in fns.items():
+                times[key] += _timed(fn, 1, 0, dev, clock)
         else:
-            results += [
-                Result(name, (), measure_peak_memory(fn, device=dev, warmup=warmup), str(dev),
-                       {param: n})
-                for name, fn in fns.items()
-            ]
-        del fns
-    return results
+            for key, fn in fns.items():
+                peaks[key] = measure_peak_memory(fn, device=dev, warmup=0)
+    return [
+        Result(name, tuple(times[(n, name)]), peaks[(n, name)], str(dev), {param: n})
+        for n, name in fns
+    ]
 
 
 def loglog_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:

@@ -30,7 +30,7 @@ def test_cpu_threads_sets_and_restores():
 def test_matmul_ceiling_is_2n3_over_the_fastest_call(monkeypatch):
     calls = []
 
-    def fake_time(fn, *, repeats, warmup, device):
+    def fake_time(fn, *, repeats, warmup, device):  # the wall clock
         calls.append(fn())
         return [0.5, 0.25, 1.0]
 
@@ -44,10 +44,16 @@ def test_memory_bandwidth_counts_a_read_and_a_write(monkeypatch):
     assert bench.memory_bandwidth(nbytes=4096) == pytest.approx(2 * 4096 / 0.1)
 
 
-def test_ceilings_on_this_machine_are_plausible():
-    flops = bench.matmul_ceiling(n=128, repeats=2, warmup=1)
-    bandwidth = bench.memory_bandwidth(nbytes=2**20, repeats=2, warmup=1)
+@pytest.mark.parametrize("clock", ["wall", "thread"])
+def test_ceilings_on_this_machine_are_plausible(clock):
+    with bench.cpu_threads(1):
+        flops = bench.matmul_ceiling(n=128, repeats=2, warmup=1, clock=clock)
+        bandwidth = bench.memory_bandwidth(nbytes=2**20, repeats=2, warmup=1, clock=clock)
     assert 1e6 < flops < 1e16 and 1e6 < bandwidth < 1e14
+    with pytest.raises(ValueError, match="clock"):
+        bench.matmul_ceiling(n=8, clock="gpu")
+    with pytest.raises(ValueError, match="repeats"):
+        bench.memory_bandwidth(nbytes=64, repeats=0)
 
 
 def _allocator(n: int):
@@ -76,14 +82,40 @@ def test_sweep_measures_each_size_and_labels_it():
 def test_sweep_memory_only_and_progress():
     seen = []
 
-    def progress(sizes):
-        seen.extend(sizes)
-        return sizes
+    def progress(rounds):
+        seen.extend(rounds)
+        return rounds
 
     results = bench.sweep({"alloc": _allocator}, [100], timing=False, progress=progress)
-    assert seen == [100] and results[0].times == () and results[0].peak_bytes >= 2000
-    timed = bench.sweep({"alloc": _allocator}, [100], memory=False, repeats=1)
-    assert timed[0].peak_bytes is None and len(timed[0].times) == 1
+    assert seen == [0, 1]  # one warm-up round, one memory round
+    assert results[0].times == () and results[0].peak_bytes >= 2000
+    seen.clear()
+    timed = bench.sweep({"alloc": _allocator}, [100], memory=False, repeats=3, warmup=2,
+                        progress=progress)
+    assert seen == [0, 1, 2, 3, 4] and timed[0].peak_bytes is None and len(timed[0].times) == 3
+
+
+def test_sweep_interleaves_sizes_and_candidates():
+    order = []
+
+    def maker(tag):
+        return lambda n: lambda: order.append((n, tag))
+
+    bench.sweep({"a": maker("a"), "b": maker("b")}, [1, 2], repeats=2, warmup=0, memory=False)
+    one_round = [(1, "a"), (1, "b"), (2, "a"), (2, "b")]
+    assert order == one_round * 2  # round-robin over every (size, name), not size after size
+
+
+def test_sweep_thread_clock_excludes_waiting():
+    # sleeping uses no CPU: the wall clock sees it, the thread's CPU time does not
+    nap = {"nap": lambda n: lambda: time.sleep(n / 1000)}
+    wall = bench.sweep(nap, [20], repeats=2, warmup=0, memory=False)
+    cpu = bench.sweep(nap, [20], repeats=2, warmup=0, memory=False, clock="thread")
+    assert min(wall[0].times) >= 0.02 and max(cpu[0].times) < 0.01
+    # work does count
+    spin = {"spin": lambda n: lambda: sum(range(n))}
+    busy = bench.sweep(spin, [200_000], repeats=2, warmup=0, memory=False, clock="thread")
+    assert min(busy[0].times) > 0
 
 
 @pytest.mark.parametrize(
@@ -94,6 +126,10 @@ def test_sweep_memory_only_and_progress():
         ({"makers": {"a": _allocator}, "sizes": []}, "sizes"),
         ({"makers": {"a": _allocator}, "sizes": [0]}, "sizes"),
         ({"makers": {"a": _allocator}, "sizes": [1], "timing": False, "memory": False}, "timing"),
+        ({"makers": {"a": _allocator}, "sizes": [1], "clock": "cpu"}, "clock"),
+        ({"makers": {"a": _allocator}, "sizes": [1], "clock": "thread", "device": "meta"},
+         "only valid on the CPU"),
+        ({"makers": {"a": _allocator}, "sizes": [1], "repeats": 0}, "repeats"),
     ],
 )
 def test_sweep_rejects(kwargs, match):
