@@ -424,3 +424,187 @@ def format_table(
         "-" * (w + 1) + ":" if h in numeric else "-" * (w + 2) for w, h in zip(widths, header)
     ) + "|"
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+# --------------------------------------------------------------------------------------------
+# Scaling sweeps and device ceilings (used by the chapter "What attention costs")
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` and restore the old count after it
+    (``None`` leaves it alone). On a shared CPU one thread gives steadier timings: a parallel
+    kernel waits for its slowest thread, and another program can stall any of them."""
+    if n is None:
+        yield
+        return
+    _check_count("n", n, 1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+CLOCKS = ("wall", "thread")
+
+
+def _check_clock(clock: str, dev: torch.device) -> None:
+    require(clock in CLOCKS, f"clock must be one of {CLOCKS}, got {clock!r}")
+    require(
+        clock == "wall" or dev.type == "cpu",
+        f"clock='thread' measures CPU work and is only valid on the CPU, got device {dev}",
+    )
+
+
+def _thread_seconds(fn: Callable[[], Any]) -> float:
+    start = time.thread_time()
+    fn()
+    return time.thread_time() - start
+
+
+def _timed(fn: Callable[[], Any], repeats: int, warmup: int, dev: torch.device, clock: str) -> list[float]:
+    """Seconds per call by ``clock``: ``"wall"`` is :func:`measure_time` (synchronising CUDA and
+    MPS); ``"thread"`` is the CPU time of the calling thread, :func:`time.thread_time`."""
+    if clock == "wall":
+        return measure_time(fn, repeats=repeats, warmup=warmup, device=dev)
+    for _ in range(warmup):
+        fn()
+    return [_thread_seconds(fn) for _ in range(repeats)]
+
+
+def matmul_ceiling(
+    *,
+    n: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    clock: str = "wall",
+) -> float:
+    """The device's matrix-multiply rate in FLOP/s: ``2 n³`` over the fastest of ``repeats``
+    timed ``(n, n) @ (n, n)`` products. The fastest call is the least disturbed one (other
+    programs can only add time), so this estimates what the device can do, not its average.
+    ``clock`` as in :func:`sweep`."""
+    _check_count("n", n, 1)
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    dev = _as_device(device)
+    _check_clock(clock, dev)
+    a = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
+    b = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
+    return 2 * n**3 / min(_timed(lambda: a @ b, repeats, warmup, dev, clock))
+
+
+def memory_bandwidth(
+    *,
+    nbytes: int = 2**28,
+    device: torch.device | str | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    clock: str = "wall",
+) -> float:
+    """Main-memory bandwidth in bytes/s: a copy of ``nbytes`` bytes reads and writes them, so
+    ``2 nbytes`` over the fastest of ``repeats`` copies. Take ``nbytes`` well above the caches
+    (the default 256 MiB is) or this measures the cache instead. ``clock`` as in :func:`sweep`."""
+    _check_count("nbytes", nbytes, 4)
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    dev = _as_device(device)
+    _check_clock(clock, dev)
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)  # (nbytes / 4,)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / min(_timed(lambda: dst.copy_(src), repeats, warmup, dev, clock))
+
+
+def sweep(
+    makers: Mapping[str, Callable[[int], Callable[[], Any]]],
+    sizes: Sequence[int],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    timing: bool = True,
+    memory: bool = True,
+    device: torch.device | str | None = None,
+    param: str = "n",
+    clock: str = "wall",
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+) -> list[Result]:
+    """Measure several implementations over a range of sizes.
+
+    For each size ``n`` and each ``name``, ``makers[name](n)`` builds the callable to measure
+    (its inputs made outside the timed call). All of them are built first; then ``warmup``
+    rounds and ``repeats`` timed rounds each call every (size, name) pair once, round-robin, so
+    that a drift in the machine's load hits every size and every candidate alike and the ratios
+    between sizes (the slope of a log-log plot) stay meaningful. Finally the peak memory of one
+    call of each is measured (:func:`measure_peak_memory`).
+
+    ``clock="wall"`` times with :func:`measure_time` (synchronising CUDA/MPS). ``clock="thread"``
+    measures the CPU time of the calling thread (:func:`time.thread_time`): on a CPU with
+    ``torch.set_num_threads(1)`` all the work runs in that thread, and the time another program
+    held the core is not counted. It is refused for other devices, whose work runs elsewhere.
+
+    Returns one :class:`Result` per (size, name), sizes in order, labelled ``{param: n}``;
+    ``timing=False`` leaves ``times`` empty, ``memory=False`` leaves ``peak_bytes`` ``None``.
+    ``progress`` wraps the rounds (e.g. ``tqdm.auto.tqdm``).
+    """
+    require(len(makers) > 0, "makers must name at least one callable factory")
+    for name, make in makers.items():
+        require(callable(make), f"makers[{name!r}] must be callable, got {type(make).__name__}")
+    require(
+        len(sizes) > 0 and all(isinstance(n, int) and n > 0 for n in sizes),
+        f"sizes must be positive ints, got {list(sizes)!r}",
+    )
+    require(timing or memory, "at least one of timing and memory must be measured")
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    dev = _as_device(device)
+    _check_clock(clock, dev)
+    fns = {(n, name): make(n) for n in sizes for name, make in makers.items()}
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in fns}
+    rounds = list(range(warmup + (repeats if timing else 0) + (1 if memory else 0)))
+    peaks: dict[tuple[int, str], int | None] = dict.fromkeys(fns)
+    for r in progress(rounds) if progress is not None else rounds:
+        if r < warmup:
+            for fn in fns.values():
+                fn()
+        elif timing and r < warmup + repeats:
+            for key, fn in fns.items():
+                times[key] += _timed(fn, 1, 0, dev, clock)
+        else:
+            for key, fn in fns.items():
+                peaks[key] = measure_peak_memory(fn, device=dev, warmup=0)
+    return [
+        Result(name, tuple(times[(n, name)]), peaks[(n, name)], str(dev), {param: n})
+        for n, name in fns
+    ]
+
+
+def loglog_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line through ``(log x, log y)``: returns ``(slope, intercept)``, so that
+    ``y ≈ e^intercept · x^slope``. The slope is the exponent of a power law: 1 for linear
+    growth, 2 for quadratic."""
+    import math  # here rather than at the top: this section is appended to the module
+
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    require(len(xs) == len(ys), f"x and y must have the same length, got {len(xs)} and {len(ys)}")
+    require(len(set(xs)) >= 2, f"x must hold at least two distinct values, got {xs}")
+    require(
+        all(v > 0 and math.isfinite(v) for v in xs + ys),
+        f"x and y must be positive and finite for a log-log fit, got x={xs}, y={ys}",
+    )
+    lx, ly = [math.log(v) for v in xs], [math.log(v) for v in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+    return slope, my - slope * mx
+
+
+def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """The slope of :func:`loglog_fit`: the fitted exponent ``p`` in ``y ∝ x^p``."""
+    return loglog_fit(x, y)[0]
+
+
+__all__ += ["cpu_threads", "matmul_ceiling", "memory_bandwidth", "sweep", "loglog_fit",
+            "loglog_slope"]
