@@ -72,3 +72,14 @@ def expect_close(got: torch.Tensor, want: torch.Tensor, what: str, why: str = ""
             f"{what} is off by up to {diff.max().item():.3g} (at index {where}: got "
             f"{got[where].item():.4g}, expected {want[where].item():.4g})" + (f": {why}" if why else "")
         )
+
+
+def attempt(case: str, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    """``fn(*args, **kwargs)``; an exception from the student's code becomes a Wrong that names
+    the ``case`` it failed on (a stub's NotImplementedError passes through)."""
+    try:
+        return fn(*args, **kwargs)
+    except (NotImplementedError, Wrong):
+        raise
+    except Exception as error:  # the student's code failed on this case: say which
+        raise Wrong(f"{case}: your code raised {type(error).__name__}: {error}") from error
