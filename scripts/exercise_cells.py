@@ -151,17 +151,23 @@ def _free(node: ast.stmt) -> set[str]:
 def run_solution(source: str, namespace: dict[str, Any] | None = None) -> tuple[dict, list[str]]:
     """Execute the self-contained part of a solution cell: every statement whose names are
     defined by the cell itself (or by ``namespace``) runs, in order; a statement that reads a
-    variable of the notebook (a trained model, say) is skipped, as is everything that depends on
-    what it would have defined. Returns the namespace and the source of the skipped statements.
+    variable of the notebook (a trained model, say) is skipped, and so is every later statement
+    that reads a variable the skipped one may have set or changed. Returns the namespace and the
+    source of the skipped statements.
     """
     ns: dict[str, Any] = {} if namespace is None else namespace
     ns.setdefault("__name__", "solution")
     tree = ast.parse(source)
     known = set(ns) | set(dir(builtins))
+    tainted: set[str] = set()
     skipped: list[str] = []
     for node in tree.body:
-        if _free(node) - known:
+        if _free(node) - known or _free(node) & tainted:
             skipped.append(ast.get_source_segment(source, node) or ast.dump(node))
+            # what the skipped statement touched may now hold something else: a variable it
+            # assigns or mutates (modules, functions and classes are left alone)
+            touched = {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name)}
+            tainted |= {n for n in touched if not callable(ns.get(n)) and not isinstance(ns.get(n), type(ast))}
             continue
         exec(compile(ast.Module(body=[node], type_ignores=[]), "<solution>", "exec"), ns)  # noqa: S102
         known |= set(ns)
