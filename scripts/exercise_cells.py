@@ -39,7 +39,8 @@ CHECK_CALL = re.compile(r"\bcheck\.(\w+)\(")
 # collapse a cell whose metadata.jupyter.source_hidden (input) / outputs_hidden (output) is true.
 # Colab shows a cell in form view (metadata.cellView = "form", and the `display-mode: "form"` of
 # its `# @title` line) as its title alone, with a "Show code" link; a double-click opens it.
-SOLUTION_TITLE = '# @title Solution (double-click to show the code) { display-mode: "form" }'
+# JupyterLab shows a collapsed cell as its first line and an ellipsis; a click opens it.
+SOLUTION_TITLE = '# @title Solution: try the exercise first { display-mode: "form" }'
 SOLUTION_METADATA = {"cellView": "form", "jupyter": {"source_hidden": True, "outputs_hidden": True}}
 
 # Reading time: prose at WORDS_PER_MINUTE; an exercise takes EXERCISE_BASE_MINUTES, plus the time
