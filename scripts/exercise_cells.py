@@ -149,6 +149,32 @@ def _free(node: ast.stmt) -> set[str]:
     return loads - _bound(node)
 
 
+_MUTATORS = {"append", "extend", "insert", "update", "setdefault", "pop", "remove", "clear",
+             "add", "discard"}
+
+
+def _base(node: ast.AST) -> str | None:
+    while isinstance(node, (ast.Attribute, ast.Subscript)):
+        node = node.value
+    return node.id if isinstance(node, ast.Name) else None
+
+
+def _changed(node: ast.stmt) -> set[str]:
+    """Names a statement may change: those it assigns, those whose items or attributes it
+    assigns, and the receivers of mutating methods (``x.append(...)``, in-place ``x.add_(...)``)."""
+    names = set()
+    for sub in ast.walk(node):
+        if isinstance(sub, ast.Name) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+            names.add(sub.id)
+        elif isinstance(sub, (ast.Attribute, ast.Subscript)) and isinstance(sub.ctx, (ast.Store, ast.Del)):
+            names.add(_base(sub))
+        elif isinstance(sub, ast.Call) and isinstance(sub.func, ast.Attribute):
+            method = sub.func.attr
+            if method in _MUTATORS or (method.endswith("_") and not method.startswith("_")):
+                names.add(_base(sub.func.value))
+    return names - {None}
+
+
 def run_solution(source: str, namespace: dict[str, Any] | None = None) -> tuple[dict, list[str]]:
     """Execute the self-contained part of a solution cell: every statement whose names are
     defined by the cell itself (or by ``namespace``) runs, in order; a statement that reads a
@@ -165,10 +191,7 @@ def run_solution(source: str, namespace: dict[str, Any] | None = None) -> tuple[
     for node in tree.body:
         if _free(node) - known or _free(node) & tainted:
             skipped.append(ast.get_source_segment(source, node) or ast.dump(node))
-            # what the skipped statement touched may now hold something else: a variable it
-            # assigns or mutates (modules, functions and classes are left alone)
-            touched = {sub.id for sub in ast.walk(node) if isinstance(sub, ast.Name)}
-            tainted |= {n for n in touched if not callable(ns.get(n)) and not isinstance(ns.get(n), type(ast))}
+            tainted |= _changed(node)  # these may now hold something else
             continue
         exec(compile(ast.Module(body=[node], type_ignores=[]), "<solution>", "exec"), ns)  # noqa: S102
         known |= set(ns)
