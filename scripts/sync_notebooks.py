@@ -14,17 +14,25 @@ reader opens and the package it installs are the ones the page was built from.
     python scripts/sync_notebooks.py              # rewrite notebooks in place
     python scripts/sync_notebooks.py --check      # exit 1 and list notebooks that differ
     python scripts/sync_notebooks.py --ref SHA    # pin _config.yml and every notebook to SHA
+
+It also keeps the exercise cells in shape (scripts/exercise_cells.py): every cell tagged
+``solution`` is hidden until asked for in the site, Jupyter and Colab (``hidden_solutions``), and
+the first markdown cell states the reading and exercise time computed from the notebook (``timed``).
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import re
 import sys
 from pathlib import Path
 
 import nbformat
 import yaml
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import exercise_cells  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 MARKER = "# attnbook bootstrap"
@@ -120,6 +128,36 @@ def synced(nb: nbformat.NotebookNode,
     return nb
 
 
+def hidden_solutions(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` in which every cell tagged ``solution`` is out of sight until asked for:
+    tagged ``hide-cell`` (folded in the site), collapsed in JupyterLab/Notebook 7
+    (``metadata.jupyter.source_hidden``/``outputs_hidden``) and shown as its title in Colab
+    (``metadata.cellView = "form"`` and a first line ``# @title ... { display-mode: "form" }``).
+    The cells still execute everywhere (nbval, the site build)."""
+    nb = nbformat.from_dict(nb)
+    for cell in nb.cells:
+        if cell.cell_type != "code" or exercise_cells.SOLUTION not in exercise_cells.tags(cell):
+            continue
+        if exercise_cells.HIDE not in cell.metadata["tags"]:
+            cell.metadata["tags"].append(exercise_cells.HIDE)
+        cell.metadata.update(copy.deepcopy(exercise_cells.SOLUTION_METADATA))
+        lines = cell.source.split("\n")
+        if lines[0].lstrip().startswith(("# @title", "#@title")):
+            lines = lines[1:]
+        cell.source = "\n".join([exercise_cells.SOLUTION_TITLE, *lines])
+    return nb
+
+
+def timed(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
+    """A copy of ``nb`` whose first markdown cell states the reading and exercise time computed
+    from the notebook's word count and exercises (scripts/exercise_cells.py)."""
+    nb = nbformat.from_dict(nb)
+    first = next((c for c in nb.cells if c.cell_type == "markdown"), None)
+    if first is not None:
+        first.source = exercise_cells.with_time_line(first.source, exercise_cells.timing(nb).line())
+    return nb
+
+
 def notebooks(book: Path = ROOT / "book") -> list[Path]:
     return sorted(p for p in book.rglob("*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 
@@ -146,7 +184,7 @@ def main(argv: list[str] | None = None, root: Path = ROOT) -> int:
     stale = []
     for path in notebooks(root / "book"):
         nb = nbformat.read(path, as_version=4)
-        new = synced(nb, config)
+        new = timed(hidden_solutions(synced(nb, config)))
         if nbformat.writes(new) != nbformat.writes(nb):
             stale.append(path)
             if not args.check:
