@@ -451,6 +451,10 @@ def cpu_threads(n: int | None) -> Iterator[None]:
 CLOCKS = ("wall", "thread")
 
 
+def _nothing() -> None:
+    """A callable that touches no tensor: :func:`_resolve_device` then picks the default."""
+
+
 def _check_clock(clock: str, dev: torch.device) -> None:
     require(clock in CLOCKS, f"clock must be one of {CLOCKS}, got {clock!r}")
     require(
@@ -491,7 +495,7 @@ def matmul_ceiling(
     _check_count("n", n, 1)
     _check_count("repeats", repeats, 1)
     _check_count("warmup", warmup, 0)
-    dev = _as_device(device)
+    dev = _resolve_device(device, _nothing)
     _check_clock(clock, dev)
     a = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
     b = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
@@ -512,7 +516,7 @@ def memory_bandwidth(
     _check_count("nbytes", nbytes, 4)
     _check_count("repeats", repeats, 1)
     _check_count("warmup", warmup, 0)
-    dev = _as_device(device)
+    dev = _resolve_device(device, _nothing)
     _check_clock(clock, dev)
     src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)  # (nbytes / 4,)
     dst = torch.empty_like(src)
@@ -560,9 +564,9 @@ def sweep(
     require(timing or memory, "at least one of timing and memory must be measured")
     _check_count("repeats", repeats, 1)
     _check_count("warmup", warmup, 0)
-    dev = _as_device(device)
-    _check_clock(clock, dev)
     fns = {(n, name): make(n) for n in sizes for name, make in makers.items()}
+    dev = _resolve_device(device, next(iter(fns.values())))  # (the inputs' device by default)
+    _check_clock(clock, dev)
     times: dict[tuple[int, str], list[float]] = {key: [] for key in fns}
     rounds = list(range(warmup + (repeats if timing else 0) + (1 if memory else 0)))
     peaks: dict[tuple[int, str], int | None] = dict.fromkeys(fns)
