@@ -29,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import require
+from ._validate import data_checks, require
 
 __all__ = [
     "History", "fit", "evaluate_loss", "warmup_cosine_lambda", "warmup_cosine",
@@ -70,20 +70,6 @@ def move_to(obj: Any, device: torch.device | str) -> Any:
 # Loss, fit loop, schedules
 # ---------------------------------------------------------------------------------------------
 
-def _data_checks_enabled() -> bool:
-    """Whether data-dependent checks (which read a device tensor back to the host) run now.
-
-    They are skipped while ``torch.compile`` traces (a host read would break the graph) and
-    when the package-wide switch ``attnbook.utils._DATA_CHECKS`` is ``False``.
-    """
-    is_compiling = getattr(getattr(torch, "compiler", None), "is_compiling", None)
-    if is_compiling is not None and is_compiling():
-        return False
-    from . import utils
-
-    return bool(getattr(utils, "_DATA_CHECKS", True))
-
-
 def sequence_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pad_idx: int = 0,
                            label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over the non-padding target tokens.
@@ -109,7 +95,7 @@ def sequence_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pad_idx:
     V = logits.shape[-1]
     flat = targets.reshape(-1).long()                                   # (B*T,)
     real = flat != pad_idx                                              # (B*T,)
-    if _data_checks_enabled() and flat.numel() > 0:
+    if data_checks() and flat.numel() > 0:
         outside = real & ((flat < 0) | (flat >= V))
         if bool(outside.any()):
             bad = flat[outside]

@@ -623,12 +623,11 @@ def test_sequence_cross_entropy_rejects_targets_outside_the_vocabulary():
         sequence_cross_entropy(logits, torch.zeros(2, 3))
 
 
-def test_sequence_cross_entropy_data_check_follows_the_switch(monkeypatch):
-    import attnbook.utils
+def test_sequence_cross_entropy_data_check_follows_the_switch():
+    from attnbook.utils import set_data_checks
 
-    monkeypatch.setattr(attnbook.utils, "_DATA_CHECKS", False, raising=False)
     logits = torch.randn(1, 2, 5)
-    with pytest.raises(IndexError):  # unchecked: PyTorch's own error, no ValueError
+    with set_data_checks(False), pytest.raises(IndexError):  # unchecked: PyTorch's own error
         sequence_cross_entropy(logits, torch.tensor([[1, 7]]))
 
 
