@@ -35,8 +35,8 @@ _EXPORTS: dict[str, str] = {
 }
 
 _SUBMODULES = (
-    "functional", "attention", "positional", "transformer", "seq2seq",
-    "data", "train", "viz", "widgets", "bench", "utils", "history", "exercises",
+    "functional", "attention", "positional", "efficient", "kernels", "transformer", "seq2seq",
+    "data", "train", "cost", "viz", "widgets", "bench", "utils", "history", "exercises",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
