@@ -122,3 +122,11 @@ def test_every_checker_is_used_by_a_notebook():
                   if callable(f) and getattr(f, "__module__", "") == module.__name__
                   and getattr(f, "__wrapped__", None) is not None}
         assert public <= used, f"checkers of {path.stem} without an exercise: {sorted(public - used)}"
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=ids)
+def test_exercise_code_fits_88_columns(ex):
+    for role, c in cells(ex).items():
+        if c.cell_type == "code":
+            long = [line for line in c.source.split("\n") if len(line) > 88]
+            assert not long, f"{role} cell: lines longer than 88 characters: {long}"
