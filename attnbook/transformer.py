@@ -45,6 +45,7 @@ import math
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from ._validate import check_ndim, require, shape_of
@@ -57,6 +58,7 @@ __all__ = [
     "CacheList",
     "TokenEmbedding",
     "PositionalScheme",
+    "ACTIVATIONS",
     "FeedForward",
     "EncoderLayer",
     "DecoderLayer",
@@ -172,23 +174,28 @@ class TokenEmbedding(nn.Module):
     """``x_t = sqrt(d_model) * E[y_t]`` with ``E ~ N(0, 1/d_model)``: unit-variance coordinates.
 
     tokens ``(B, T)`` long -> ``(B, T, d_model)``. See the module docstring for why the scale
-    matters next to the position vectors.
+    matters next to the position vectors. ``scale=False`` returns ``E[y_t]`` itself (GPT-2's
+    convention) and starts ``E ~ N(0, 1)``, so the vectors have the same unit-variance
+    coordinates at initialisation.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, padding_idx: int | None = None) -> None:
+    def __init__(
+        self, vocab_size: int, d_model: int, padding_idx: int | None = None, *, scale: bool = True
+    ) -> None:
         super().__init__()
         _check_int("vocab_size", vocab_size)
         _check_int("d_model", d_model)
-        self.vocab_size, self.d_model = vocab_size, d_model
+        self.vocab_size, self.d_model, self.scale = vocab_size, d_model, bool(scale)
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
-        nn.init.normal_(self.embedding.weight, std=d_model**-0.5)
+        nn.init.normal_(self.embedding.weight, std=d_model**-0.5 if scale else 1.0)
         if padding_idx is not None:
             with torch.no_grad():
                 self.embedding.weight[padding_idx].zero_()
 
     def forward(self, tokens: torch.Tensor) -> torch.Tensor:
         _check_tokens("tokens", tokens, self.vocab_size)
-        return self.embedding(tokens) * math.sqrt(self.d_model)  # (B, T, E)
+        x = self.embedding(tokens)  # (B, T, E)
+        return x * math.sqrt(self.d_model) if self.scale else x
 
 
 class PositionalScheme(nn.Module):
@@ -259,21 +266,39 @@ class PositionalScheme(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
+ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_tanh")
+
+
+def _check_activation(activation: str) -> None:
+    require(activation in ACTIVATIONS, f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+
+
 class FeedForward(nn.Module):
-    """Position-wise feed-forward network ``FFN(x) = W_2 Dropout(relu(W_1 x + b_1)) + b_2``.
+    """Position-wise feed-forward network ``FFN(x) = W_2 Dropout(f(W_1 x + b_1)) + b_2``.
 
     ``x (B, T, d_model) -> (B, T, d_model)``, hidden size ``d_ff``; applied to every position
-    independently (the same weights everywhere).
+    independently (the same weights everywhere). ``activation`` ``f``: ``"relu"`` (Vaswani et al.),
+    ``"gelu"`` (exact, ``x Phi(x)``) or ``"gelu_tanh"`` (GPT-2's tanh approximation
+    ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``); ``bias=False`` drops ``b_1``, ``b_2``.
     """
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, d_ff: int, dropout: float = 0.0, *, activation: str = "relu", bias: bool = True
+    ) -> None:
         super().__init__()
-        self.linear1 = nn.Linear(d_model, d_ff)  # W_1, b_1
-        self.linear2 = nn.Linear(d_ff, d_model)  # W_2, b_2
+        _check_activation(activation)
+        self.activation = activation
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)  # W_1, b_1
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)  # W_2, b_2
         self.dropout = nn.Dropout(dropout)
 
+    def _f(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation == "relu":
+            return torch.relu(x)
+        return F.gelu(x, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(torch.relu(self.linear1(x)))  # (B, T, d_ff)
+        h = self.dropout(self._f(self.linear1(x)))  # (B, T, d_ff)
         return self.linear2(h)  # (B, T, d_model)
 
 
@@ -293,6 +318,8 @@ class EncoderLayer(nn.Module):
     Submodule names follow ``torch.nn.TransformerEncoderLayer`` (``self_attn``, ``linear1``,
     ``linear2``, ``norm1``, ``norm2``) so weights can be copied across; ``self_attn`` is an
     :class:`attnbook.MultiHeadAttention`. ``causal=True`` turns it into a decoder-only block.
+    Keyword-only: the FFN's ``activation`` (see :class:`FeedForward`), ``bias`` for every
+    ``nn.Linear`` of the attention and the FFN, ``norm_eps`` for both LayerNorms.
     """
 
     def __init__(
@@ -303,14 +330,22 @@ class EncoderLayer(nn.Module):
         dropout: float = 0.0,
         norm_first: bool = True,
         num_kv_heads: int | None = None,
+        *,
+        activation: str = "relu",
+        bias: bool = True,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
         d_ff = _check_dims(d_model, num_heads, d_ff, dropout)
+        _check_activation(activation)
+        require(isinstance(norm_eps, (int, float)) and norm_eps > 0, f"norm_eps must be > 0, got {norm_eps!r}")
         self.d_model, self.num_heads, self.d_ff, self.norm_first = d_model, num_heads, d_ff, norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, num_kv_heads=num_kv_heads, dropout=dropout)
-        self.ffn = FeedForward(d_model, d_ff, dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout
+        )
+        self.ffn = FeedForward(d_model, d_ff, dropout, activation=activation, bias=bias)
+        self.norm1 = nn.LayerNorm(d_model, eps=norm_eps)
+        self.norm2 = nn.LayerNorm(d_model, eps=norm_eps)
         self.dropout1 = nn.Dropout(dropout)
         self.dropout2 = nn.Dropout(dropout)
 
@@ -723,6 +758,14 @@ class DecoderOnly(nn.Module):
     included); ``"none"`` adds nothing. Only ``"learned"`` is limited to ``max_len`` positions
     (``ValueError`` past it). ``num_kv_heads < num_heads`` gives grouped-query attention.
 
+    Every option after the four sizes is keyword-only. ``activation`` is the FFN's (``"relu"``,
+    ``"gelu"``, ``"gelu_tanh"``); ``bias`` applies to every ``nn.Linear`` in attention and FFN;
+    ``norm_eps`` to every LayerNorm; ``scale_embedding=False`` drops the ``sqrt(d_model)`` factor
+    of the token embedding; ``tie_weights=True`` makes the output projection share the token
+    embedding matrix, ``logits = LayerNorm(x) E^T``, with no output bias. GPT-2 is
+    ``positional="learned", activation="gelu_tanh", scale_embedding=False, tie_weights=True``
+    (see :func:`attnbook.pretrained.gpt2_from_state_dict`).
+
     ``forward(tokens (B, T), *, key_padding_mask=None, caches=None, return_attention=False)``:
     ``key_padding_mask`` is boolean, True = a real token, with shape ``(B, S)`` for the ``S = P + T``
     keys (``(B, T)`` without caches). ``caches`` from :meth:`new_caches` (filled in place) hold
@@ -735,26 +778,38 @@ class DecoderOnly(nn.Module):
         d_model: int,
         num_heads: int,
         num_layers: int,
+        *,
         d_ff: int | None = None,
+        dropout: float = 0.0,
         max_len: int = 512,
         positional: Positional = "sinusoidal",
-        dropout: float = 0.0,
         norm_first: bool = True,
         num_kv_heads: int | None = None,
+        activation: str = "relu",
+        bias: bool = True,
+        norm_eps: float = 1e-5,
+        scale_embedding: bool = True,
+        tie_weights: bool = False,
     ) -> None:
         super().__init__()
         _check_dims(d_model, num_heads, d_ff, dropout)
         _check_int("num_layers", num_layers)
         self.vocab_size, self.d_model, self.num_heads = vocab_size, d_model, num_heads
         self.max_len, self.positional, self.norm_first = max_len, positional, norm_first
-        self.embed = TokenEmbedding(vocab_size, d_model)
+        self.embed = TokenEmbedding(vocab_size, d_model, scale=scale_embedding)
         self.positions = PositionalScheme(positional, d_model, num_heads, max_len)
         self.dropout = nn.Dropout(dropout)
         self.layers = nn.ModuleList(
-            EncoderLayer(d_model, num_heads, d_ff, dropout, norm_first, num_kv_heads) for _ in range(num_layers)
+            EncoderLayer(
+                d_model, num_heads, d_ff, dropout, norm_first, num_kv_heads,
+                activation=activation, bias=bias, norm_eps=norm_eps,
+            )
+            for _ in range(num_layers)
         )
-        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
-        self.out = nn.Linear(d_model, vocab_size)
+        self.norm = nn.LayerNorm(d_model, eps=norm_eps) if norm_first else nn.Identity()
+        self.out = nn.Linear(d_model, vocab_size, bias=not tie_weights)
+        if tie_weights:
+            self.out.weight = self.embed.embedding.weight  # one (V, E) matrix: E and W_out = E
 
     def new_caches(self) -> CacheList:
         """One empty KVCache per layer (a list that beam search can reorder)."""
