@@ -139,7 +139,7 @@ def generation(repeats: int, new_tokens: int) -> tuple[list[str], dict[int, floa
     from transformers import GPT2Config, GPT2LMHeadModel
 
     cfg = GPT2Config(vocab_size=512, n_positions=512, n_embd=128, n_layer=4, n_head=4,
-                     bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                     bos_token_id=None, eos_token_id=None, pad_token_id=None)
     torch.manual_seed(0)
     hf = GPT2LMHeadModel(cfg).eval()
     with torch.no_grad():  # random weights everywhere (biases and LayerNorms included)
@@ -154,7 +154,7 @@ def generation(repeats: int, new_tokens: int) -> tuple[list[str], dict[int, floa
 
         def run_hf(prompt=prompt, mask=mask, out=out) -> None:
             out["hf"] = hf.generate(prompt, attention_mask=mask, max_new_tokens=new_tokens,
-                                    min_new_tokens=new_tokens, do_sample=False, use_cache=True)
+                                    do_sample=False, use_cache=True)
 
         def run_ours(prompt=prompt, out=out) -> None:
             out["ours"] = train.generate(ours, prompt, new_tokens, temperature=0.0, use_cache=True)

@@ -6,6 +6,7 @@ tie_weights), each checked against its formula."""
 
 from __future__ import annotations
 
+import json
 import math
 import os
 
@@ -24,8 +25,10 @@ transformers = pytest.importorskip("transformers")
 
 
 def _hf_model(seed=0, dtype=torch.float32, **cfg):
+    # no end-of-text token: generate() would stop a row at it (and min_new_tokens would forbid
+    # it), which is not plain greedy decoding
     args = dict(vocab_size=97, n_positions=64, n_embd=48, n_layer=3, n_head=4,
-                bos_token_id=0, eos_token_id=0, pad_token_id=0)
+                bos_token_id=None, eos_token_id=None, pad_token_id=None)
     args.update(cfg)
     torch.manual_seed(seed)
     model = transformers.GPT2LMHeadModel(transformers.GPT2Config(**args)).eval()
@@ -92,7 +95,7 @@ def test_equal_greedy_generations_with_and_without_cache(pair, B):
     prompt = _tokens(B, 6, seed=B)
     with torch.no_grad():
         expected = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=40,
-                               min_new_tokens=40, do_sample=False, use_cache=True)
+                               do_sample=False, use_cache=True)
     cached = generate(ours, prompt, 40, temperature=0, use_cache=True)
     uncached = generate(ours, prompt, 40, temperature=0, use_cache=False)
     assert expected.shape == (B, 46)
@@ -151,6 +154,31 @@ def test_hub_download_needs_permission(monkeypatch):
         pretrained.gpt2_from_hub("gpt2")
     monkeypatch.setenv(pretrained.DOWNLOADS_ENV, "1")
     assert pretrained.downloads_allowed()
+
+
+def test_hub_loader_reads_the_config_and_the_safetensors(monkeypatch, tmp_path, pair):
+    # gpt2_from_hub end to end, with huggingface_hub's download replaced by local files
+    hf, ours = pair
+    save_file = pytest.importorskip("safetensors.torch").save_file
+    import huggingface_hub
+
+    files = {"config.json": tmp_path / "config.json", "model.safetensors": tmp_path / "m.st"}
+    files["config.json"].write_text(json.dumps({"n_head": 4, "layer_norm_epsilon": 1e-5}))
+    weights = {k.removeprefix("transformer."): v.contiguous() for k, v in hf.state_dict().items()
+               if k != "lm_head.weight"}  # the released file's layout: GPT2Model keys
+    save_file(weights, files["model.safetensors"])
+    calls = []
+
+    def fake_download(repo_id, filename, revision=None):
+        calls.append((repo_id, filename))
+        return str(files[filename])
+
+    monkeypatch.setattr(huggingface_hub, "hf_hub_download", fake_download)
+    monkeypatch.setenv(pretrained.DOWNLOADS_ENV, "1")
+    model = pretrained.gpt2_from_hub("gpt2")
+    assert calls == [("gpt2", "config.json"), ("gpt2", "model.safetensors")]
+    x = _tokens(2, 9)
+    assert torch.equal(model(x), ours(x))
 
 
 # ---------------------------------------------------------------------------------------------
