@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/gpt_speed.py             # full run (a few minutes on 2 cores)
     .venv/bin/python benchmarks/gpt_speed.py --quick     # fewer repeats, a smoke test
+    .venv/bin/python benchmarks/gpt_speed.py --threads 1 # one thread (a machine shared with others)
 
 1. **Training.** ``attnbook.DecoderOnly`` at the chapter's shape (vocabulary 69, 4 layers,
    4 heads, d_model 128, context 64, batch 32, learned positions, AdamW) against a plain PyTorch
@@ -176,7 +177,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 repeats, 10 steps, 64 tokens")
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats (default 9)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch.set_num_threads (default: torch's own choice)")
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     repeats = args.repeats or (3 if args.quick else 9)
     steps, new_tokens = (10, 64) if args.quick else (20, 256)
     warnings.filterwarnings("ignore")
