@@ -591,3 +591,127 @@ def load_checkpoint(model: nn.Module, path: str | Path,
         require("optimizer" in blob, f"the checkpoint {str(path)!r} holds no optimizer state")
         optimizer.load_state_dict(blob["optimizer"])
     return blob.get("meta", {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling from a language model
+# ---------------------------------------------------------------------------------------------
+
+def _check_logits(logits: torch.Tensor) -> None:
+    require(isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.is_floating_point(),
+            f"logits must be a floating point (B, V) tensor, got "
+            f"{getattr(logits, 'dtype', type(logits).__name__)} with shape "
+            f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else '?'}")
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest logits of each row and set the others to ``-inf`` (Fan et al.,
+    2018): after a softmax exactly ``k`` tokens have non-zero probability (ties at the boundary
+    are broken by ``torch.topk``). logits ``(B, V)`` -> ``(B, V)``; ``k >= V`` keeps everything."""
+    _check_logits(logits)
+    require(isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+            f"k must be an int >= 1, got {k!r} (logits shape {tuple(logits.shape)})")
+    if k >= logits.shape[-1]:
+        return logits
+    keep = logits.topk(k, dim=-1).indices                              # (B, k)
+    out = torch.full_like(logits, float("-inf"))
+    return out.scatter(-1, keep, logits.gather(-1, keep))              # (B, V)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filtering (Holtzman et al., 2020): keep the *smallest* set of most probable tokens
+    whose total probability is at least ``p`` and set the other logits to ``-inf``.
+
+    With the probabilities sorted in decreasing order, ``pi_(1) >= pi_(2) >= ...``, token ``(j)``
+    is kept iff the mass before it, ``sum_{i<j} pi_(i)``, is below ``p``; so the most probable
+    token is always kept and ``p = 1`` keeps every token of non-zero probability.
+    logits ``(B, V)`` -> ``(B, V)``.
+    """
+    _check_logits(logits)
+    require(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 < p <= 1.0,
+            f"p must be a number in (0, 1], got {p!r} (logits shape {tuple(logits.shape)})")
+    sorted_logits, order = logits.sort(dim=-1, descending=True)        # (B, V)
+    probs = torch.softmax(sorted_logits.float(), dim=-1)               # (B, V)
+    before = probs.cumsum(dim=-1) - probs                              # mass of the tokens ahead
+    drop_sorted = before >= p                                          # (B, V)
+    drop_sorted[:, 0] = False                                          # the top token stays
+    drop = drop_sorted.scatter(-1, order, drop_sorted)                 # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from ``softmax(logits / temperature)``, after :func:`top_k_filter` and
+    then :func:`top_p_filter` (each when given). ``temperature = 0`` is greedy: ``argmax``
+    (the limit of the tempered distribution as ``temperature -> 0``). logits ``(B, V)`` ->
+    tokens ``(B,)`` long. ``generator`` (a CPU or same-device ``torch.Generator``) makes the
+    draw reproducible."""
+    _check_logits(logits)
+    require(isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+            and temperature >= 0.0, f"temperature must be a number >= 0, got {temperature!r}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)                                   # (B,)
+    scaled = logits.float() / temperature                              # (B, V)
+    if top_k is not None:
+        scaled = top_k_filter(scaled, top_k)
+    if top_p is not None:
+        scaled = top_p_filter(scaled, top_p)
+    probs = torch.softmax(scaled, dim=-1)                              # (B, V)
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]      # (B,)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, *,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             use_cache: bool = True, window: int | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Continue ``prompt (B, T0)`` by ``max_new_tokens`` tokens drawn with :func:`sample_next`
+    from a decoder-only language model (:class:`attnbook.DecoderOnly`: ``model(tokens)`` ->
+    logits ``(B, T, V)``; with ``use_cache`` also ``model.new_caches()`` and ``caches=``).
+    Returns ``(B, T0 + max_new_tokens)``, the prompt included.
+
+    * ``use_cache=True``: the prompt is fed once, then one token per step; each layer's
+      :class:`attnbook.KVCache` keeps the keys and values of the earlier positions, so step ``t``
+      costs ``O(t)`` attention work and ``O(1)`` everything else.
+    * ``use_cache=False``: every step recomputes the whole sequence (``O(t^2)`` attention and
+      ``O(t)`` everything else); with ``window`` only the last ``window`` tokens are fed (a
+      sliding context, for models whose positions stop at ``max_len``).
+
+    Both give the same tokens when ``window`` is None (the cached logits equal the full
+    forward's). ``temperature = 0`` is greedy decoding. The model is put in eval mode (and its
+    previous mode restored).
+    """
+    require(isinstance(prompt, torch.Tensor) and prompt.dim() == 2 and prompt.shape[1] >= 1
+            and not prompt.is_floating_point(),
+            f"prompt must be a (B, T0) integer tensor with T0 >= 1, got "
+            f"{getattr(prompt, 'dtype', type(prompt).__name__)} with shape "
+            f"{tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else '?'}")
+    require(isinstance(max_new_tokens, int) and max_new_tokens >= 0,
+            f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    require(window is None or (isinstance(window, int) and window >= 1),
+            f"window must be None or an int >= 1, got {window!r}")
+    require(not (use_cache and window is not None),
+            "window (a sliding context) needs use_cache=False: cached keys cannot be re-positioned")
+    B, T0 = prompt.shape
+    out = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=prompt.device)
+    out[:, :T0] = prompt
+    was_training = model.training
+    model.eval()
+    try:
+        caches = model.new_caches() if use_cache else None
+        feed = out[:, :T0]                                             # (B, T0)
+        for t in range(T0, T0 + max_new_tokens):
+            if not use_cache:
+                feed = out[:, (0 if window is None else max(0, t - window)):t]  # (B, <= t)
+            logits = model(feed, caches=caches)[:, -1]                 # (B, V)
+            out[:, t] = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    generator=generator)
+            feed = out[:, t : t + 1]                                   # (B, 1), cached path
+    finally:
+        model.train(was_training)
+    return out
+
+
+__all__ += ["top_k_filter", "top_p_filter", "sample_next", "generate"]
