@@ -146,11 +146,12 @@ def window_mask(fn) -> str:
 
 
 def _layers_by_search(n: int, w: int) -> int:
-    """Smallest L with position n-1 depending on position 0, by multiplying masks."""
-    mask = sliding_window_mask(n, window=w)
-    L = 0
-    while not bool(receptive_field(mask, L)[-1, 0]):
-        L += 1
+    """Smallest L with position n-1 depending on position 0: apply the one-layer relation of
+    :func:`receptive_field` again and again until the first input reaches the last output."""
+    step = receptive_field(sliding_window_mask(n, window=w), 1).double()  # (n, n)
+    reach, L = torch.eye(n, dtype=torch.float64), 0
+    while reach[-1, 0] == 0:
+        reach, L = (step @ reach).clamp_(max=1.0), L + 1
     return L
 
 
