@@ -33,7 +33,7 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = (
     "functional", "attention", "positional", "transformer", "seq2seq", "efficient",
-    "data", "train", "viz", "widgets", "bench", "utils", "history", "exercises",
+    "data", "train", "viz", "widgets", "bench", "cost", "utils", "history", "exercises",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
