@@ -35,7 +35,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 _SUBMODULES = (
-    "functional", "attention", "positional", "efficient", "kernels", "transformer", "seq2seq",
+    "functional", "attention", "positional", "efficient", "kernels", "transformer", "seq2seq", "pretrained",
     "data", "train", "cost", "viz", "widgets", "bench", "utils", "history", "exercises",
 )
 
