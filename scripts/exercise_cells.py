@@ -236,9 +236,9 @@ class Timing:
         text = f"**Time:** about {self.reading_minutes} minutes to read ({self.words:,} words)"
         if not self.exercises:
             return text + "."
-        checked = "all checked" if self.checked == self.exercises else f"{self.checked} checked"
-        return text + (f", about {self.exercise_minutes} for the {self.exercises} exercises "
-                       f"({checked}).")
+        checked = "all" if self.checked == self.exercises else str(self.checked)
+        return text + (f" and about {self.exercise_minutes} minutes for the {self.exercises} "
+                       f"exercises ({checked} with a checker).")
 
 
 def timing(nb: nbformat.NotebookNode) -> Timing:

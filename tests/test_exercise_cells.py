@@ -83,7 +83,7 @@ def test_time_line_is_measured_and_rewritten_in_place():
     once = sync_notebooks.timed(nb)
     first = once.cells[0].source
     assert first.startswith("# A chapter\n\n**Time:** about 5 minutes to read (1,002 words)")
-    assert "2 exercises (1 checked)" in first
+    assert "2 exercises (1 with a checker)" in first
     twice = sync_notebooks.timed(once)
     assert twice.cells[0].source == first, "rewriting is idempotent"
     longer = chapter(prose_words=3000)
