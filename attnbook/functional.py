@@ -204,6 +204,8 @@ def masked_softmax(
     # Rows with no finite maximum have nothing to attend to: softmax them over zeros (finite),
     # then zero them. masked_fill passes no gradient to what it overwrites, so the gradient
     # reaching a dead row's raw scores (NaN, inf, anything) is exactly zero.
+    if s.shape[dim] == 0:  # no keys at all: an empty distribution (nothing to normalise)
+        return torch.zeros_like(scores)
     dead = s.amax(dim=dim, keepdim=True) == float("-inf")  # (..., 1, ...)
     s = s.masked_fill(dead, 0.0)
     a = torch.softmax(s, dim=dim, dtype=_work_dtype(scores.dtype)).to(scores.dtype)

@@ -44,6 +44,12 @@ def final_check(source: str) -> tuple[str, ast.expr] | None:
     return func.attr, last.test.args[0]
 
 
+def extra_args(source: str) -> list[ast.expr]:
+    """The arguments after the first of a solution's final ``assert check.<name>(ref, ...)``
+    (a checker that takes several answers, e.g. two related functions)."""
+    return list(ast.parse(source).body[-1].test.args[1:])
+
+
 @functools.cache
 def _solutions(stem: str) -> dict[str, tuple[Any, list[str]]]:
     """checker name -> (reference, skipped statements), for every checked exercise of a chapter."""
@@ -60,7 +66,10 @@ def _solutions(stem: str) -> dict[str, tuple[Any, list[str]]]:
         ns, skipped = exercise_cells.run_solution(source)
         assert not skipped or ast.get_source_segment(source, ast.parse(source).body[-1]) not in skipped, (
             f"{stem} exercise {ex.number}: the final check reads a variable of the notebook")
-        out[name] = (eval(compile(ast.Expression(ref), "<reference>", "eval"), ns), skipped)  # noqa: S307
+        value = eval(compile(ast.Expression(ref), "<reference>", "eval"), ns)  # noqa: S307
+        extras = tuple(eval(compile(ast.Expression(a), "<reference>", "eval"), ns)  # noqa: S307
+                       for a in extra_args(source))
+        out[name] = (value, skipped, extras)
     return out
 
 
@@ -69,6 +78,11 @@ def reference(stem: str, name: str) -> Any:
     solutions = _solutions(stem)
     assert name in solutions, f"no solution cell of {stem} ends with assert check.{name}(...)"
     return solutions[name][0]
+
+
+def reference_extras(stem: str, name: str) -> tuple[Any, ...]:
+    """The further reference answers of a checker that takes several (empty for most)."""
+    return _solutions(stem)[name][2]
 
 
 def run_cell(source: str, ns: dict[str, Any]) -> Any:

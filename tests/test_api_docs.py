@@ -57,7 +57,7 @@ def test_api_page_is_in_the_toc_and_autodoc_is_configured():
     assert re.search(r"^\s*- file: book/api\s*$", toc, re.MULTILINE)
     config = yaml.safe_load((ROOT / "_config.yml").read_text())["sphinx"]
     assert "sphinx.ext.autodoc" in config["extra_extensions"]
-    assert config["local_extensions"] == {"attnbook_sphinx": "book/_ext"}
+    assert config["local_extensions"]["attnbook_sphinx"] == "book/_ext"
     assert (ROOT / "book" / "_ext" / "attnbook_sphinx.py").is_file()
 
 

@@ -20,7 +20,13 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts"))
 import exercise_cells  # noqa: E402
 import sync_notebooks  # noqa: E402
-from exercise_support import checker_module, final_check, reference, run_cell  # noqa: E402
+from exercise_support import (  # noqa: E402
+    checker_module,
+    final_check,
+    reference,
+    reference_extras,
+    run_cell,
+)
 
 NOTEBOOKS = sync_notebooks.notebooks()
 EXERCISES = [ex for path in NOTEBOOKS for ex in exercise_cells.exercises(path)]
@@ -84,7 +90,7 @@ def test_check_cell_calls_its_chapter_checker(ex):
     assert f"from attnbook.exercises import {ex.stem} as check" in source
     assert ex.checker and callable(getattr(checker_module(ex.stem), ex.checker, None)), (
         f"attnbook.exercises.{ex.stem} has no checker {ex.checker!r}")
-    assert re.search(rf"check\.{ex.checker}\(\w+\)\s*$", source), "the check's last line shows its Feedback"
+    assert re.search(rf"check\.{ex.checker}\(\w+(, \w+)*\)\s*$", source), "the check's last line shows its Feedback"
     solution = c[exercise_cells.SOLUTION].source
     found = final_check(solution)
     assert found is not None and found[0] == ex.checker, (
@@ -105,7 +111,8 @@ def test_stub_runs_and_is_not_attempted(ex):
 @pytest.mark.parametrize("ex", CHECKED, ids=ids)
 def test_reference_solution_passes_its_checker(ex):
     module = importlib.import_module(f"attnbook.exercises.{ex.stem}")
-    feedback = getattr(module, ex.checker)(reference(ex.stem, ex.checker))
+    refs = (reference(ex.stem, ex.checker), *reference_extras(ex.stem, ex.checker))
+    feedback = getattr(module, ex.checker)(*refs)
     assert feedback.passed, str(feedback)
 
 

@@ -595,3 +595,11 @@ def test_causal_is_pytorch_causal_lower_right(T, S):
     kh, vh = (p(x).view(2, S, 4, 4).transpose(1, 2) for p in (mha.k_proj, mha.v_proj))
     o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=causal_lower_right(T, S))
     torch.testing.assert_close(out, mha.out_proj(o.transpose(1, 2).reshape(2, T, 16)), rtol=1e-5, atol=1e-5)
+
+
+def test_no_keys_at_all_gives_zero_rows():
+    """S = 0 (a query with an empty prefix): zero output rows, as for a fully masked row."""
+    q, k = torch.randn(2, 3, 8), torch.randn(2, 0, 8)
+    assert masked_softmax(torch.randn(2, 3, 0)).shape == (2, 3, 0)
+    out, w = scaled_dot_product_attention(q, k, k)
+    assert out.shape == (2, 3, 8) and w.shape == (2, 3, 0) and not out.any()
