@@ -469,7 +469,9 @@ def _thread_seconds(fn: Callable[[], Any]) -> float:
     return time.thread_time() - start
 
 
-def _timed(fn: Callable[[], Any], repeats: int, warmup: int, dev: torch.device, clock: str) -> list[float]:
+def _timed(
+    fn: Callable[[], Any], repeats: int, warmup: int, dev: torch.device, clock: str
+) -> list[float]:
     """Seconds per call by ``clock``: ``"wall"`` is :func:`measure_time` (synchronising CUDA and
     MPS); ``"thread"`` is the CPU time of the calling thread, :func:`time.thread_time`."""
     if clock == "wall":

@@ -86,10 +86,13 @@ def dtype_bytes(dtype: torch.dtype | str | int) -> int:
     if isinstance(dtype, str):
         require(
             _DTYPE_NAMES.get(dtype) is not None,
-            f"dtype must be one of {sorted(k for k, v in _DTYPE_NAMES.items() if v)}, got {dtype!r}",
+            f"dtype must be one of {sorted(k for k, v in _DTYPE_NAMES.items() if v)}, "
+            f"got {dtype!r}",
         )
         dtype = _DTYPE_NAMES[dtype]
-    require(isinstance(dtype, torch.dtype), f"dtype must be a torch.dtype, str or int, got {dtype!r}")
+    require(
+        isinstance(dtype, torch.dtype), f"dtype must be a torch.dtype, str or int, got {dtype!r}"
+    )
     return torch.empty((), dtype=dtype).element_size()
 
 
@@ -125,7 +128,8 @@ def attention_flops(
 
     Forward: ``QKᵀ`` and ``PV``, ``2 B H P (D + Dv)`` (``4 B H T S D`` when ``Dv = D``).
     Backward: ``dV = Pᵀ dO`` and ``dP = dO Vᵀ`` (``2 B H P Dv`` each), ``dQ = dS K`` and
-    ``dK = dSᵀ Q`` (``2 B H P D`` each), plus, with ``recompute`` (FlashAttention), ``QKᵀ`` again:
+    ``dK = dSᵀ Q`` (``2 B H P D`` each), plus, with ``recompute`` (FlashAttention), ``QKᵀ``
+    again:
     ``2 B H P (3D + 2Dv)``, i.e. 2.5 times the forward when ``Dv = D`` (2 times without).
     """
     B, H, T, D, S, Dv = _sizes(B, H, T, D, S, Dv)
@@ -265,7 +269,8 @@ def kv_cache_bytes(
     """Bytes of a KV cache: keys ``(B, G, S, D)`` and values ``(B, G, S, Dv)`` in every layer,
     ``B L G S (D + Dv) b`` (``2 B L G S D b`` when ``Dv = D``). ``kv_heads`` is ``G``: ``H`` for
     multi-head attention, ``1 < G < H`` for grouped-query, 1 for multi-query attention."""
-    B, L, G = _positive("batch", batch), _positive("layers", layers), _positive("kv_heads", kv_heads)
+    B, L = _positive("batch", batch), _positive("layers", layers)
+    G = _positive("kv_heads", kv_heads)
     D, S = _positive("head_dim", head_dim), _positive("seq_len", seq_len)
     Dv = D if v_dim is None else _positive("v_dim", v_dim)
     return B * L * G * S * (D + Dv) * _positive("dtype_bytes", dtype_bytes)

@@ -37,7 +37,8 @@ def _counted_flops(B: int, H: int, T: int, S: int, D: int, Dv: int) -> int:
 
 
 @checker("the FLOPs of attention",
-         hint="Q Kᵀ computes T·S dot products of length D; P V computes T·Dv sums of S products")
+         hint="Q Kᵀ computes T·S dot products of length D; "
+              "P V computes T·Dv sums of S products")
 def matmul_flops(fn) -> str:
     cases = [(2, 3, 5, 11, 8, 6), (1, 1, 8, 8, 4, 4), (1, 2, 7, 3, 5, 9), (3, 1, 1, 20, 16, 16)]
     for B, H, T, S, D, Dv in cases:
@@ -50,7 +51,8 @@ def matmul_flops(fn) -> str:
         expect(got != want / 2, f"{msg}: exactly half. A multiply-add counts as two FLOPs")
         expect(got != 2 * B * H * T * T * (D + Dv),
                f"{msg}: the scores are T x S, not T x T (here T != S)")
-        expect(got != 4 * B * H * T * S * D, f"{msg}: the values have size Dv, not D (here Dv != D)")
+        expect(got != 4 * B * H * T * S * D,
+               f"{msg}: the values have size Dv, not D (here Dv != D)")
         expect(got != 2 * T * S * (D + Dv),
                f"{msg}: every one of the B x H (sequence, head) pairs does the products")
         expect(got != 2 * B * H * T * S * D, f"{msg}: you counted Q Kᵀ but not P V")
@@ -76,7 +78,8 @@ def _filled_cache_bytes(batch: int, layers: int, heads: int, kv_heads: int, head
 
 
 @checker("the size of a KV cache",
-         hint="every layer caches keys and values of shape (batch, num_kv_heads, seq_len, head_dim)")
+         hint="every layer caches keys and values of shape "
+              "(batch, num_kv_heads, seq_len, head_dim)")
 def kv_cache(fn) -> str:
     cases = [  # batch, layers, heads, kv_heads, head_dim, seq_len, dtype
         (1, 1, 4, 4, 8, 6, torch.float32),
