@@ -207,6 +207,11 @@ def masked_softmax(
     if s.shape[dim] == 0:  # no keys at all: an empty distribution (nothing to normalise)
         return torch.zeros_like(scores)
     dead = s.amax(dim=dim, keepdim=True) == float("-inf")  # (..., 1, ...)
+    if not (torch.is_grad_enabled() and s.requires_grad):
+        # No gradient to protect: softmax once (dead rows come out NaN) and zero them in place,
+        # so the forward holds one (..., T, S) result beside the scores, as torch.softmax does.
+        a = torch.softmax(s, dim=dim, dtype=_work_dtype(scores.dtype)).to(scores.dtype)
+        return a.masked_fill_(dead, 0.0)
     s = s.masked_fill(dead, 0.0)
     a = torch.softmax(s, dim=dim, dtype=_work_dtype(scores.dtype)).to(scores.dtype)
     return a.masked_fill(dead, 0.0)
