@@ -1,4 +1,10 @@
-"""Root conftest: per-notebook execution times for nbval runs.
+"""Root conftest: Triton's interpreter on machines without CUDA, and per-notebook execution
+times for nbval runs.
+
+Without a CUDA device the Triton kernels (attnbook.kernels) run in Triton's CPU interpreter,
+which is chosen by TRITON_INTERPRET=1 *before* the kernels are defined; setting it here, before
+any test module is imported, covers the test process, its xdist workers and nbval's notebook
+kernels (which inherit the environment).
 
 nbval turns each notebook cell into a test item; this plugin adds up the call durations per
 notebook and prints a table at the end of the run (also written to _build/notebook-times.md).
@@ -6,8 +12,15 @@ notebook and prints a table at the end of the run (also written to _build/notebo
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from pathlib import Path
+
+if "TRITON_INTERPRET" not in os.environ:
+    import torch
+
+    if not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
 
 _times: dict[str, float] = defaultdict(float)
 _failed: set[str] = set()
