@@ -230,7 +230,9 @@ def linear_attention(
             den = phi_q @ z.unsqueeze(-1)  # (..., T, 1)
             return (num / torch.where(den > 0, den, torch.ones_like(den))).to(q.dtype)
         shift = S - T  # query i sees keys j <= i + shift
-        if shift >= 0:  # keys 0..shift-1 are seen by every query: an initial state
+        if shift == 0:
+            num, den = _linear_causal(phi_q, phi_k, v_w, chunk_size)
+        elif shift > 0:  # keys 0..shift-1 are seen by every query: an initial state
             pre_k, pre_v = phi_k[..., :shift, :], v_w[..., :shift, :]
             S0 = pre_k.transpose(-2, -1) @ pre_v  # (..., F, Dv)
             z0 = pre_k.sum(dim=-2)  # (..., F)
@@ -329,12 +331,10 @@ def linear_attention_step(
 def _orthogonal_gaussian(m: int, d: int, generator: torch.Generator | None) -> torch.Tensor:
     """``m`` rows in ``R^d`` that are exactly orthogonal within each block of ``d`` rows and
     whose lengths are distributed like those of Gaussian vectors. ``(m, d)`` float64."""
-    blocks = []
-    for start in range(0, m, d):
-        G = torch.randn(d, d, generator=generator, dtype=torch.float64)
-        Qm, _ = torch.linalg.qr(G)  # (d, d) orthonormal columns
-        blocks.append(Qm.T[: min(d, m - start)])
-    W = torch.cat(blocks)  # (m, d) unit rows
+    n_blocks = -(-m // d)
+    G = torch.randn(n_blocks, d, d, generator=generator, dtype=torch.float64)
+    Qm, _ = torch.linalg.qr(G)  # (blocks, d, d), orthonormal columns in each block
+    W = Qm.transpose(-2, -1).reshape(n_blocks * d, d)[:m]  # (m, d) unit rows
     norms = torch.randn(m, d, generator=generator, dtype=torch.float64).norm(dim=1)  # chi_d
     return W * norms[:, None]
 
