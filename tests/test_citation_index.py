@@ -1,10 +1,13 @@
 """The bibliography's "Cited in" links (scripts/citation_index.py) are generated from the
-chapters' {cite} roles: checked on the real book, on a made-up notebook, and through the
-Sphinx hook with stand-ins for the build objects (nothing is built or executed)."""
+chapters' {cite} roles: checked on the real book's sources, on a made-up notebook, through the
+Sphinx hook with stand-ins for the build objects, and in a Sphinx build of three small markdown
+pages (no notebook is built or executed)."""
 
 from __future__ import annotations
 
 import json
+import re
+import subprocess
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -123,3 +126,34 @@ def test_the_sphinx_hook_appends_cited_in_links(tmp_path):
     assert "Cited in" not in lines["id-gamma"].astext()   # cited nowhere: no line
     assert ci._outdated(app, env, set(), {"book/ch1"}, set()) == ["book/bibliography"]
     assert ci._outdated(app, env, set(), set(), set()) == []
+
+
+def test_a_small_sphinx_build_shows_the_cited_in_lines(tmp_path):
+    """End to end with the real sphinxcontrib-bibtex: three markdown pages, no notebooks."""
+    sphinx_build = Path(sys.executable).parent / "sphinx-build"
+    if not sphinx_build.exists():
+        pytest.skip("sphinx-build is not installed")
+    book = tmp_path / "src" / "book"
+    book.mkdir(parents=True)
+    (book / "references.bib").write_text(BIB.read_text())
+    (book / "bibliography.md").write_text((ROOT / "book" / "bibliography.md").read_text())
+    (book / "intro.md").write_text("# Intro\n\n```{toctree}\none\ntwo\nbibliography\n```\n")
+    (book / "one.md").write_text("# Chapter one\n\nSee {cite:p}`vaswani2017attention`.\n")
+    (book / "two.md").write_text("# Chapter two\n\n{cite:p}`bahdanau2015neural,vaswani2017attention`"
+                                 " and {cite:t}`ba2016layer`.\n")
+    (tmp_path / "src" / "conf.py").write_text(
+        f"import sys\nsys.path.insert(0, {str(ROOT / 'scripts')!r})\n"
+        "extensions = ['myst_parser', 'sphinxcontrib.bibtex', 'exercise_index', 'citation_index']\n"
+        "bibtex_bibfiles = ['book/references.bib']\nbibtex_reference_style = 'author_year'\n"
+        "root_doc = 'book/intro'\n")
+    out = tmp_path / "out"
+    result = subprocess.run([str(sphinx_build), "-q", "-b", "html", "-j", "1",
+                             str(tmp_path / "src"), str(out)],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    page = (out / "book" / "bibliography.html").read_text()
+    lines = [re.sub(r"<[^>]+>", "", m) for m in re.findall(r'<p class="cited-in">(.*?)</p>', page,
+                                                             re.DOTALL)]
+    assert sorted(lines) == ["Cited in Chapter one, Chapter two.", "Cited in Chapter two.",
+                             "Cited in Chapter two."]
+    assert 'href="one.html"' in page and 'href="two.html"' in page
