@@ -176,7 +176,7 @@ MILESTONES: tuple[Milestone, ...] = (
        "Scaling the decoder-only language model yields zero-shot task abilities.",
        "radford2019language", "pretraining"),
     _M(2019, 2, "Attention is not explanation",
-       "In recurrent text classifiers, attention weights often disagree with gradient and leave-one-out importance, and very different weights can give the same prediction.",
+       "In NLP models with recurrent encoders, attention weights often disagree with gradient and leave-one-out importance, and very different weights can give the same prediction.",
        "jain2019attention", "soft attention"),
     _M(2019, 4, "Sparse Transformer",
        "Fixed sparse attention patterns cut the cost from quadratic to about n times root n.",
