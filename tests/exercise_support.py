@@ -95,3 +95,17 @@ def run_cell(source: str, ns: dict[str, Any]) -> Any:
     if last is None:
         return None
     return eval(compile(ast.Expression(last.value), "<cell>", "eval", flags=flags, dont_inherit=True), ns)  # noqa: S307
+
+
+def solution_cells(stem: str, count: int) -> dict[str, Any]:
+    """Every ``solution`` cell of a chapter whose solutions are self-contained (imports and
+    definitions, ending with ``assert check.<name>(...)``), executed in order in one fresh
+    namespace; the chapter must have exactly ``count`` of them, each folded (``hide-cell``)."""
+    cells = [c for c in nbformat.read(notebook(stem), as_version=4).cells
+             if exercise_cells.SOLUTION in exercise_cells.tags(c)]
+    assert len(cells) == count, f"{stem}: {len(cells)} solution cells, expected {count}"
+    ns: dict[str, Any] = {}
+    for cell in cells:
+        assert exercise_cells.HIDE in exercise_cells.tags(cell)
+        exec(compile(cell.source, f"<{stem} solution>", "exec"), ns)  # noqa: S102
+    return ns

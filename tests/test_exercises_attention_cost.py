@@ -4,29 +4,17 @@
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from exercise_support import solution_cells
 
 from attnbook.exercises import attention_cost as check
-
-NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "attention_cost.ipynb"
 
 
 @pytest.fixture(scope="module")
 def solutions() -> dict:
-    """Every ``solution`` cell of the chapter executed in one fresh namespace (they are
-    self-contained: imports and definitions, ending with ``assert check.<name>(...)``)."""
-    ns: dict = {}
-    cells = [c for c in nbformat.read(NOTEBOOK, as_version=4).cells
-             if "solution" in c.metadata.get("tags", [])]
-    assert len(cells) == 3
-    for cell in cells:
-        assert "hide-cell" in cell.metadata["tags"]
-        exec(compile(cell.source, "<solution>", "exec"), ns)  # noqa: S102
-    return ns
+    return solution_cells("attention_cost", 3)
 
 
 def stub(*args):
