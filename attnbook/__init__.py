@@ -25,15 +25,18 @@ _EXPORTS: dict[str, str] = {
     "RotaryEmbedding": "positional",
     "alibi_bias": "positional",
     "Transformer": "transformer",
+    "TransformerConfig": "transformer",
     "DecoderOnly": "transformer",
+    "DecoderOnlyConfig": "transformer",
+    "AttentionWeights": "transformer",
     "Seq2Seq": "seq2seq",
     "device": "utils",
     "seed_everything": "utils",
 }
 
 _SUBMODULES = (
-    "functional", "attention", "positional", "transformer", "seq2seq", "efficient",
-    "data", "train", "viz", "widgets", "bench", "utils", "history", "exercises",
+    "functional", "attention", "positional", "efficient", "kernels", "transformer", "seq2seq", "pretrained",
+    "data", "train", "cost", "viz", "widgets", "bench", "utils", "history", "exercises",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
@@ -68,5 +71,11 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         sinusoidal_encoding,
     )
     from .seq2seq import Seq2Seq
-    from .transformer import DecoderOnly, Transformer
+    from .transformer import (
+        AttentionWeights,
+        DecoderOnly,
+        DecoderOnlyConfig,
+        Transformer,
+        TransformerConfig,
+    )
     from .utils import device, seed_everything

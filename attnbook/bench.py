@@ -6,7 +6,10 @@ neither disturbs the other:
 * **time** — :func:`measure_time` calls ``fn`` ``warmup`` times (discarded: lazy initialisation,
   allocator caches, autotuning), then ``repeats`` times with :func:`time.perf_counter` around
   each call. On CUDA (and MPS) the device is synchronised before starting and before stopping
-  the clock, so the time covers the queued kernels, not just their launch. Report the median:
+  the clock, so the time covers the queued kernels, not just their launch. When ``device=`` is
+  omitted it is the device of the tensors ``fn`` works on (those it closes over: tensors,
+  modules' parameters, through closures, ``functools.partial`` and bound methods; else those
+  its warm-up call returned), so a CUDA workload is never timed by its launches alone. Report the median:
   it ignores the occasional call disturbed by another process.
 * **peak memory** — :func:`measure_peak_memory` is the largest number of bytes that ``fn``'s
   tensors hold *at one time* during the call, above what was allocated when the call started
@@ -30,10 +33,14 @@ neither disturbs the other:
 from __future__ import annotations
 
 import contextlib
+import functools
+import inspect
+import itertools
 import os
 import statistics
 import sys
 import time
+import types
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -80,8 +87,76 @@ class Result:
         return (q3 - q1) / 2
 
 
-def _as_device(device: torch.device | str | None) -> torch.device:
-    return torch.device("cpu") if device is None else torch.device(device)
+def _tensor_devices(obj: Any, depth: int = 3, seen: set[int] | None = None) -> Iterator[torch.device]:
+    """Devices of the tensors that ``obj`` holds or closes over: tensors, modules (parameters
+    and buffers), tuples/lists/dicts of them, and, for callables, their closure cells, default
+    arguments, ``functools.partial`` arguments and bound ``self`` (``depth`` levels deep)."""
+    seen = set() if seen is None else seen
+    if depth < 0 or id(obj) in seen:
+        return
+    seen.add(id(obj))
+    if isinstance(obj, torch.Tensor):
+        yield obj.device
+    elif isinstance(obj, torch.nn.Module):
+        for t in itertools.chain(obj.parameters(), obj.buffers()):
+            yield t.device
+            return
+    elif isinstance(obj, (tuple, list)):
+        for item in obj[:64]:
+            yield from _tensor_devices(item, depth - 1, seen)
+    elif isinstance(obj, Mapping):
+        for item in list(obj.values())[:64]:
+            yield from _tensor_devices(item, depth - 1, seen)
+    elif isinstance(obj, functools.partial):
+        for item in (obj.func, obj.args, obj.keywords):
+            yield from _tensor_devices(item, depth - 1, seen)
+    elif inspect.ismethod(obj):
+        yield from _tensor_devices(obj.__self__, depth - 1, seen)
+        yield from _tensor_devices(obj.__func__, depth - 1, seen)
+    elif inspect.isfunction(obj):
+        cells = [c.cell_contents for c in obj.__closure__ or () if _cell_is_set(c)]
+        for item in (*cells, obj.__defaults__ or (), obj.__kwdefaults__ or {}):
+            yield from _tensor_devices(item, depth - 1, seen)
+    elif not isinstance(obj, (type, types.ModuleType)) and hasattr(obj, "__dict__"):
+        # an object (a callable step-function class, say): the tensors among its attributes
+        yield from _tensor_devices(dict(list(vars(obj).items())[:64]), depth - 1, seen)
+
+
+def _cell_is_set(cell: Any) -> bool:
+    try:
+        cell.cell_contents  # noqa: B018 - an empty cell raises ValueError
+    except ValueError:
+        return False
+    return True
+
+
+def _pick_device(devices: Iterable[torch.device]) -> torch.device | None:
+    """The first accelerator among ``devices``, else the CPU if any, else ``None``."""
+    found = None
+    for dev in devices:
+        if dev.type != "cpu":
+            return dev
+        found = dev
+    return found
+
+
+def _resolve_device(
+    device: torch.device | str | None, fn: Callable[[], Any], result: Any = None
+) -> torch.device:
+    """``device`` when given; else the device of the tensors ``fn`` works on (what it closes
+    over, else what it returned), else CUDA's current device when CUDA is initialised, else
+    the CPU."""
+    if device is not None:
+        return torch.device(device)
+    found = _pick_device(_tensor_devices(fn))
+    if found is None or found.type == "cpu":
+        returned = _pick_device(_tensor_devices(result, depth=2))
+        found = returned if returned is not None and returned.type != "cpu" else found
+    if found is not None:
+        return found
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _synchronize(device: torch.device) -> None:
@@ -112,14 +187,18 @@ def measure_time(
     """Seconds per call of ``fn()``: ``warmup`` discarded calls, then ``repeats`` timed ones.
 
     The clock is read with :func:`time.perf_counter`; on CUDA/MPS ``device`` is synchronised
-    before each start and stop. Returns the ``repeats`` times (take the median).
+    before each start and stop. Without ``device`` the device of the tensors ``fn`` closes over
+    (or returns from its warm-up call) is used, so a CUDA workload is synchronised and timed,
+    not just launched. Returns the ``repeats`` times (take the median).
     """
     _check_fn(fn)
     _check_count("repeats", repeats, 1)
     _check_count("warmup", warmup, 0)
-    dev = _as_device(device)
+    result = None
     for _ in range(warmup):
-        fn()
+        result = fn()
+    dev = _resolve_device(device, fn, result)
+    del result
     times = []
     for _ in range(repeats):
         _synchronize(dev)
@@ -186,12 +265,15 @@ def measure_peak_memory(
 
     ``warmup`` calls run first (so one-off caches do not count). CUDA: the caching allocator's
     counters; CPU and others: the profiler's allocation events (see the module docstring).
+    Without ``device``, the device of the tensors ``fn`` works on (as in :func:`measure_time`).
     """
     _check_fn(fn)
     _check_count("warmup", warmup, 0)
-    dev = _as_device(device)
+    result = None
     for _ in range(warmup):
-        fn()
+        result = fn()
+    dev = _resolve_device(device, fn, result)
+    del result
     if dev.type == "cuda":
         torch.cuda.synchronize(dev)
         torch.cuda.reset_peak_memory_stats(dev)
@@ -214,10 +296,18 @@ def benchmark(
     **params: Any,
 ) -> Result:
     """Time ``fn`` (median of ``repeats`` after ``warmup``) and, if ``memory``, its peak bytes
-    in a separate call; ``params`` label the :class:`Result` (``n=1024``, ``pass="fwd"`` ...)."""
+    in a separate call; ``params`` label the :class:`Result` (``n=1024``, ``pass="fwd"`` ...).
+    ``device`` defaults to the device of the tensors ``fn`` works on (see :func:`measure_time`)
+    and is recorded in the result."""
     require(isinstance(name, str) and name != "", f"name must be a non-empty str, got {name!r}")
-    dev = _as_device(device)
-    times = measure_time(fn, repeats=repeats, warmup=warmup, device=dev)
+    _check_fn(fn)
+    _check_count("warmup", warmup, 0)
+    result = None
+    for _ in range(warmup):
+        result = fn()
+    dev = _resolve_device(device, fn, result)
+    del result
+    times = measure_time(fn, repeats=repeats, warmup=0, device=dev)
     peak = measure_peak_memory(fn, device=dev, warmup=0) if memory else None
     return Result(name, tuple(times), peak, str(dev), dict(params))
 
@@ -235,7 +325,8 @@ def compare(
 
     The timed calls are interleaved round-robin (``a, b, c, a, b, c, ...``) so that a change in
     the machine's load (another process, thermal throttling) hits every candidate alike and
-    their ratios stay meaningful. Peak memory is measured afterwards, one call each.
+    their ratios stay meaningful. Peak memory is measured afterwards, one call each. Each
+    callable's device defaults to that of the tensors it works on (see :func:`measure_time`).
     """
     require(len(fns) > 0, "fns must name at least one callable")
     for name, fn in fns.items():
@@ -243,20 +334,22 @@ def compare(
         require(callable(fn), f"fns[{name!r}] must be callable, got {type(fn).__name__}")
     _check_count("repeats", repeats, 1)
     _check_count("warmup", warmup, 0)
-    dev = _as_device(device)
+    results: dict[str, Any] = {name: None for name in fns}
     for _ in range(warmup):
-        for fn in fns.values():
-            fn()
+        for name, fn in fns.items():
+            results[name] = fn()
+    devs = {name: _resolve_device(device, fn, results[name]) for name, fn in fns.items()}
+    results.clear()
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            times[name].extend(measure_time(fn, repeats=1, warmup=0, device=dev))
+            times[name].extend(measure_time(fn, repeats=1, warmup=0, device=devs[name]))
     return [
         Result(
             name,
             tuple(times[name]),
-            measure_peak_memory(fn, device=dev, warmup=0) if memory else None,
-            str(dev),
+            measure_peak_memory(fn, device=devs[name], warmup=0) if memory else None,
+            str(devs[name]),
             dict(params),
         )
         for name, fn in fns.items()
@@ -331,3 +424,193 @@ def format_table(
         "-" * (w + 1) + ":" if h in numeric else "-" * (w + 2) for w, h in zip(widths, header)
     ) + "|"
     return "\n".join([line(header), rule, *(line(row) for row in rows)])
+
+
+# --------------------------------------------------------------------------------------------
+# Scaling sweeps and device ceilings (used by the chapter "What attention costs")
+# --------------------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def cpu_threads(n: int | None) -> Iterator[None]:
+    """Run the block with ``torch.set_num_threads(n)`` and restore the old count after it
+    (``None`` leaves it alone). On a shared CPU one thread gives steadier timings: a parallel
+    kernel waits for its slowest thread, and another program can stall any of them."""
+    if n is None:
+        yield
+        return
+    _check_count("n", n, 1)
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
+CLOCKS = ("wall", "thread")
+
+
+def _nothing() -> None:
+    """A callable that touches no tensor: :func:`_resolve_device` then picks the default."""
+
+
+def _check_clock(clock: str, dev: torch.device) -> None:
+    require(clock in CLOCKS, f"clock must be one of {CLOCKS}, got {clock!r}")
+    require(
+        clock == "wall" or dev.type == "cpu",
+        f"clock='thread' measures CPU work and is only valid on the CPU, got device {dev}",
+    )
+
+
+def _thread_seconds(fn: Callable[[], Any]) -> float:
+    start = time.thread_time()
+    fn()
+    return time.thread_time() - start
+
+
+def _timed(
+    fn: Callable[[], Any], repeats: int, warmup: int, dev: torch.device, clock: str
+) -> list[float]:
+    """Seconds per call by ``clock``: ``"wall"`` is :func:`measure_time` (synchronising CUDA and
+    MPS); ``"thread"`` is the CPU time of the calling thread, :func:`time.thread_time`."""
+    if clock == "wall":
+        return measure_time(fn, repeats=repeats, warmup=warmup, device=dev)
+    for _ in range(warmup):
+        fn()
+    return [_thread_seconds(fn) for _ in range(repeats)]
+
+
+def matmul_ceiling(
+    *,
+    n: int = 1024,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    clock: str = "wall",
+) -> float:
+    """The device's matrix-multiply rate in FLOP/s: ``2 n³`` over the fastest of ``repeats``
+    timed ``(n, n) @ (n, n)`` products. The fastest call is the least disturbed one (other
+    programs can only add time), so this estimates what the device can do, not its average.
+    ``clock`` as in :func:`sweep`."""
+    _check_count("n", n, 1)
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    dev = _resolve_device(device, _nothing)
+    _check_clock(clock, dev)
+    a = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
+    b = torch.randn(n, n, device=dev).to(dtype)  # (n, n)
+    return 2 * n**3 / min(_timed(lambda: a @ b, repeats, warmup, dev, clock))
+
+
+def memory_bandwidth(
+    *,
+    nbytes: int = 2**28,
+    device: torch.device | str | None = None,
+    repeats: int = 5,
+    warmup: int = 2,
+    clock: str = "wall",
+) -> float:
+    """Main-memory bandwidth in bytes/s: a copy of ``nbytes`` bytes reads and writes them, so
+    ``2 nbytes`` over the fastest of ``repeats`` copies. Take ``nbytes`` well above the caches
+    (the default 256 MiB is) or this measures the cache instead. ``clock`` as in :func:`sweep`."""
+    _check_count("nbytes", nbytes, 4)
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    dev = _resolve_device(device, _nothing)
+    _check_clock(clock, dev)
+    src = torch.ones(nbytes // 4, dtype=torch.float32, device=dev)  # (nbytes / 4,)
+    dst = torch.empty_like(src)
+    return 2 * src.numel() * 4 / min(_timed(lambda: dst.copy_(src), repeats, warmup, dev, clock))
+
+
+def sweep(
+    makers: Mapping[str, Callable[[int], Callable[[], Any]]],
+    sizes: Sequence[int],
+    *,
+    repeats: int = 3,
+    warmup: int = 1,
+    timing: bool = True,
+    memory: bool = True,
+    device: torch.device | str | None = None,
+    param: str = "n",
+    clock: str = "wall",
+    progress: Callable[[Iterable[int]], Iterable[int]] | None = None,
+) -> list[Result]:
+    """Measure several implementations over a range of sizes.
+
+    For each size ``n`` and each ``name``, ``makers[name](n)`` builds the callable to measure
+    (its inputs made outside the timed call). All of them are built first; then ``warmup``
+    rounds and ``repeats`` timed rounds each call every (size, name) pair once, round-robin, so
+    that a drift in the machine's load hits every size and every candidate alike and the ratios
+    between sizes (the slope of a log-log plot) stay meaningful. Finally the peak memory of one
+    call of each is measured (:func:`measure_peak_memory`).
+
+    ``clock="wall"`` times with :func:`measure_time` (synchronising CUDA/MPS). ``clock="thread"``
+    measures the CPU time of the calling thread (:func:`time.thread_time`): on a CPU with
+    ``torch.set_num_threads(1)`` all the work runs in that thread, and the time another program
+    held the core is not counted. It is refused for other devices, whose work runs elsewhere.
+
+    Returns one :class:`Result` per (size, name), sizes in order, labelled ``{param: n}``;
+    ``timing=False`` leaves ``times`` empty, ``memory=False`` leaves ``peak_bytes`` ``None``.
+    ``progress`` wraps the rounds (e.g. ``tqdm.auto.tqdm``).
+    """
+    require(len(makers) > 0, "makers must name at least one callable factory")
+    for name, make in makers.items():
+        require(callable(make), f"makers[{name!r}] must be callable, got {type(make).__name__}")
+    require(
+        len(sizes) > 0 and all(isinstance(n, int) and n > 0 for n in sizes),
+        f"sizes must be positive ints, got {list(sizes)!r}",
+    )
+    require(timing or memory, "at least one of timing and memory must be measured")
+    _check_count("repeats", repeats, 1)
+    _check_count("warmup", warmup, 0)
+    fns = {(n, name): make(n) for n in sizes for name, make in makers.items()}
+    dev = _resolve_device(device, next(iter(fns.values())))  # (the inputs' device by default)
+    _check_clock(clock, dev)
+    times: dict[tuple[int, str], list[float]] = {key: [] for key in fns}
+    rounds = list(range(warmup + (repeats if timing else 0) + (1 if memory else 0)))
+    peaks: dict[tuple[int, str], int | None] = dict.fromkeys(fns)
+    for r in progress(rounds) if progress is not None else rounds:
+        if r < warmup:
+            for fn in fns.values():
+                fn()
+        elif timing and r < warmup + repeats:
+            for key, fn in fns.items():
+                times[key] += _timed(fn, 1, 0, dev, clock)
+        else:
+            for key, fn in fns.items():
+                peaks[key] = measure_peak_memory(fn, device=dev, warmup=0)
+    return [
+        Result(name, tuple(times[(n, name)]), peaks[(n, name)], str(dev), {param: n})
+        for n, name in fns
+    ]
+
+
+def loglog_fit(x: Sequence[float], y: Sequence[float]) -> tuple[float, float]:
+    """Least-squares line through ``(log x, log y)``: returns ``(slope, intercept)``, so that
+    ``y ≈ e^intercept · x^slope``. The slope is the exponent of a power law: 1 for linear
+    growth, 2 for quadratic."""
+    import math  # here rather than at the top: this section is appended to the module
+
+    xs, ys = [float(v) for v in x], [float(v) for v in y]
+    require(len(xs) == len(ys), f"x and y must have the same length, got {len(xs)} and {len(ys)}")
+    require(len(set(xs)) >= 2, f"x must hold at least two distinct values, got {xs}")
+    require(
+        all(v > 0 and math.isfinite(v) for v in xs + ys),
+        f"x and y must be positive and finite for a log-log fit, got x={xs}, y={ys}",
+    )
+    lx, ly = [math.log(v) for v in xs], [math.log(v) for v in ys]
+    mx, my = statistics.fmean(lx), statistics.fmean(ly)
+    slope = sum((a - mx) * (b - my) for a, b in zip(lx, ly)) / sum((a - mx) ** 2 for a in lx)
+    return slope, my - slope * mx
+
+
+def loglog_slope(x: Sequence[float], y: Sequence[float]) -> float:
+    """The slope of :func:`loglog_fit`: the fitted exponent ``p`` in ``y ∝ x^p``."""
+    return loglog_fit(x, y)[0]
+
+
+__all__ += ["cpu_threads", "matmul_ceiling", "memory_bandwidth", "sweep", "loglog_fit",
+            "loglog_slope"]

@@ -33,7 +33,9 @@ __all__ = [
 # Vocabulary
 # ---------------------------------------------------------------------------------------------
 
+#: Indices of the four special symbols that every :class:`Vocab` starts with.
 PAD, BOS, EOS, UNK = 0, 1, 2, 3
+#: The special symbols' names, in index order.
 SPECIALS: tuple[str, ...] = ("<pad>", "<bos>", "<eos>", "<unk>")
 
 
@@ -129,6 +131,9 @@ def _ordinal(n: int) -> str:
 # name -> formatter. The names say the field order; "/" always means month/day (US order)
 # and "." with the year last always means day.month (European order), so no string is ambiguous
 # inside the date range (two-digit years: 50-99 -> 19xx, 00-49 -> 20xx).
+#: Human date formats by name (the names say the field order): ``name -> formatter(date)``.
+#:
+#: :meta hide-value:
 DATE_FORMATS: dict[str, Callable[[_dt.date], str]] = {
     "d B Y": lambda d: f"{d.day} {_MONTHS[d.month - 1]} {d.year}",           # 3 March 1997
     "mm/dd/yy": lambda d: f"{d.month:02d}/{d.day:02d}/{d.year % 100:02d}",  # 03/03/97
@@ -379,25 +384,207 @@ class BatchIterator:
 # Real corpora from a local file
 # ---------------------------------------------------------------------------------------------
 
+def _text_encoding(path: Path) -> str:
+    """The codec for ``path``: UTF-16 when it starts with a UTF-16 byte-order mark, else UTF-8
+    (``utf-8-sig``, which drops a UTF-8 byte-order mark)."""
+    with path.open("rb") as f:
+        head = f.read(4)
+    if head.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return "utf-16"
+    return "utf-8-sig"
+
+
+def _decode_error(path: Path, encoding: str) -> str:
+    """Where ``path`` stops being ``encoding`` text: the byte and its line (read again, only
+    on this error path)."""
+    data = path.read_bytes()
+    try:
+        data.decode(encoding)
+    except UnicodeDecodeError as err:
+        line = data[:err.start].decode(encoding, errors="ignore").count("\n") + 1
+        where = f"undecodable byte {data[err.start:err.start + 1]!r} on line {line}"
+    else:  # pragma: no cover - the streaming decoder failed, so the whole-file one does too
+        where = "undecodable bytes"
+    return (f"path {str(path)!r} is not {encoding.removesuffix('-sig')} text: {where} "
+            f"(a Latin-1 or binary file? re-save it as UTF-8)")
+
+
 def load_sentence_pairs(path: str | Path, max_pairs: int | None = None) -> list[tuple[str, str]]:
     """Read ``source<TAB>target[<TAB>attribution...]`` lines (the Tatoeba / ManyThings format).
 
-    Blank lines and lines without two non-empty fields are skipped; surrounding whitespace is
-    stripped; at most ``max_pairs`` pairs are returned (all when ``None``).
+    The file is UTF-8 (a leading byte-order mark is dropped) or UTF-16 with a byte-order mark
+    (decoded as such). Blank lines and lines without two non-empty fields are skipped;
+    surrounding whitespace is stripped; at most ``max_pairs`` pairs are returned (all when
+    ``None``).
+
+    Raises ``ValueError`` naming ``path`` when the file is missing, is not UTF-8/UTF-16 text
+    (e.g. Latin-1 or a binary file: the message gives the line), or holds no pair at all (an
+    empty or wholly malformed file), rather than returning ``[]``.
     """
     require(max_pairs is None or (isinstance(max_pairs, int) and max_pairs >= 0),
             f"max_pairs must be None or a non-negative int, got {max_pairs!r}")
     path = Path(path)
     require(path.is_file(), f"path must be an existing file, got {str(path)!r}")
+    encoding = _text_encoding(path)
     pairs: list[tuple[str, str]] = []
-    with path.open(encoding="utf-8") as f:
-        for line in f:
-            if max_pairs is not None and len(pairs) >= max_pairs:
-                break
-            parts = line.rstrip("\r\n").split("\t")
-            if len(parts) < 2:
-                continue
-            src, tgt = parts[0].strip(), parts[1].strip()
-            if src and tgt:
-                pairs.append((src, tgt))
+    lines = malformed = 0
+    first_bad: str | None = None
+    with path.open(encoding=encoding, errors="strict", newline="") as f:
+        try:
+            for line in f:
+                if max_pairs is not None and len(pairs) >= max_pairs:
+                    break
+                lines += 1
+                require("\x00" not in line,
+                        f"path {str(path)!r} looks like a binary file, not {encoding} text "
+                        f"(a NUL character on line {lines}; UTF-16 needs a byte-order mark)")
+                parts = line.rstrip("\r\n").split("\t")
+                src, tgt = (parts[0].strip(), parts[1].strip()) if len(parts) >= 2 else ("", "")
+                if src and tgt:
+                    pairs.append((src, tgt))
+                elif line.strip():
+                    malformed += 1
+                    first_bad = first_bad or f"line {lines}: {line.strip()[:60]!r}"
+        except UnicodeDecodeError as err:
+            raise ValueError(_decode_error(path, encoding)) from err
+    if max_pairs != 0:
+        require(
+            pairs,
+            f"path {str(path)!r} holds no source<TAB>target pair: {lines} lines read, "
+            + (f"{malformed} without two tab-separated fields (first: {first_bad})"
+               if malformed else "all blank"),
+        )
     return pairs
+
+
+# ---------------------------------------------------------------------------------------------
+# Tiny Shakespeare: a character-level language-modelling corpus shipped with the package
+# ---------------------------------------------------------------------------------------------
+
+#: sha256 of the decompressed ``tinyshakespeare.txt`` (1,115,394 characters, 65 distinct).
+SHAKESPEARE_SHA256 = "86c4e6aa9db7c042ec79f339dcb96d42b0075e16b8fc2e86bf0ca57e2dc565ed"
+_SHAKESPEARE_FILE = "tinyshakespeare.txt.gz"
+
+
+def shakespeare_text() -> str:
+    """The tiny-Shakespeare corpus (Karpathy, 2015): plays by Shakespeare, concatenated.
+
+    Read from the package data ``attnbook/resources/tinyshakespeare.txt.gz`` (never from the
+    network); the sha256 of the decompressed bytes must equal :data:`SHAKESPEARE_SHA256`, else
+    ``ValueError``.
+    """
+    import gzip
+    import hashlib
+    from importlib import resources
+
+    blob = resources.files("attnbook").joinpath("resources", _SHAKESPEARE_FILE).read_bytes()
+    raw = gzip.decompress(blob)
+    digest = hashlib.sha256(raw).hexdigest()
+    require(
+        digest == SHAKESPEARE_SHA256,
+        f"attnbook/resources/{_SHAKESPEARE_FILE} is corrupted: sha256 of its text is {digest}, "
+        f"expected {SHAKESPEARE_SHA256}; reinstall attnbook",
+    )
+    return raw.decode("utf-8")
+
+
+@dataclass(frozen=True)
+class CharCorpus:
+    """A text split for character-level language modelling: ``train`` and ``val`` are 1-D long
+    tensors of token ids (``vocab.encode`` of consecutive parts of ``text``)."""
+
+    train: torch.Tensor  # (N_train,) long
+    val: torch.Tensor    # (N_val,) long
+    vocab: Vocab
+
+    def __iter__(self) -> Iterator[object]:  # train, val, vocab = corpus
+        return iter((self.train, self.val, self.vocab))
+
+
+def encode_text(text: str, vocab: Vocab) -> torch.Tensor:
+    """``vocab.encode(text)`` as a 1-D long tensor ``(len(text),)`` (a table lookup for ASCII
+    text, so a megabyte takes milliseconds)."""
+    require(isinstance(text, str), f"text must be a str, got {type(text).__name__}")
+    if text.isascii():
+        table = torch.full((128,), UNK, dtype=torch.long)
+        for c, i in vocab.stoi.items():
+            if len(c) == 1 and ord(c) < 128:
+                table[ord(c)] = i
+        codes = torch.frombuffer(bytearray(text.encode("ascii")), dtype=torch.uint8)
+        return table[codes.long()]  # (N,)
+    return torch.tensor(vocab.encode(text), dtype=torch.long)
+
+
+def char_corpus(text: str, val_fraction: float = 0.1) -> CharCorpus:
+    """Split ``text`` into its first ``1 - val_fraction`` (training) and the rest (validation),
+    with the character :class:`Vocab` of the whole text."""
+    require(isinstance(text, str) and len(text) >= 2, f"text must be a str of >= 2 characters, "
+            f"got {type(text).__name__} of length {len(text) if isinstance(text, str) else '?'}")
+    require(isinstance(val_fraction, float) and 0.0 < val_fraction < 1.0,
+            f"val_fraction must be a float in (0, 1), got {val_fraction!r}")
+    vocab = Vocab.from_texts([text])
+    ids = encode_text(text, vocab)  # (N,)
+    n_train = int((1.0 - val_fraction) * len(text))
+    require(0 < n_train < len(text), f"val_fraction={val_fraction} leaves an empty split of "
+            f"{len(text)} characters")
+    return CharCorpus(ids[:n_train], ids[n_train:], vocab)
+
+
+def load_shakespeare(val_fraction: float = 0.1) -> CharCorpus:
+    """Tiny Shakespeare as token tensors: the customary split, the first 90% of the characters
+    for training (1,003,854) and the last 10% for validation (111,540), with a character
+    :class:`Vocab` (the 4 specials + 65 characters). The text is checked by its sha256."""
+    return char_corpus(shakespeare_text(), val_fraction)
+
+
+def _check_windows(tokens: torch.Tensor, context: int, batch_size: int) -> None:
+    require(isinstance(tokens, torch.Tensor) and tokens.dim() == 1 and not tokens.is_floating_point(),
+            f"tokens must be a 1-D integer tensor, got "
+            f"{getattr(tokens, 'dtype', type(tokens).__name__)} with shape "
+            f"{tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else '?'}")
+    require(isinstance(context, int) and context >= 1, f"context must be an int >= 1, got {context!r}")
+    require(isinstance(batch_size, int) and batch_size >= 1,
+            f"batch_size must be an int >= 1, got {batch_size!r}")
+    require(tokens.shape[0] > context, f"tokens must hold more than context={context} tokens, "
+            f"got shape {tuple(tokens.shape)}")
+
+
+class RandomWindows:
+    """An endless stream of language-modelling batches ``(x, y)``, each ``(batch_size, context)``:
+    ``x`` a window of ``tokens`` starting at a uniformly random offset and ``y`` the same window
+    shifted by one (the next token at every position). Reproducible: the offsets come from a
+    ``torch.Generator`` seeded with ``seed`` once, when the stream is made (so a second ``iter``
+    continues it). Made for :func:`attnbook.train.fit`."""
+
+    def __init__(self, tokens: torch.Tensor, context: int, batch_size: int, *, seed: int = 0) -> None:
+        _check_windows(tokens, context, batch_size)
+        self.tokens, self.context, self.batch_size = tokens, context, batch_size
+        self.generator = torch.Generator().manual_seed(seed)
+        self._offsets = torch.arange(context + 1)  # (C + 1,)
+
+    def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        N, C = self.tokens.shape[0], self.context
+        while True:
+            start = torch.randint(N - C, (self.batch_size,), generator=self.generator)  # (B,)
+            chunk = self.tokens[start[:, None] + self._offsets.to(self.tokens.device)]  # (B, C+1)
+            yield chunk[:, :-1], chunk[:, 1:]  # x (B, C), y (B, C)
+
+
+def sequential_windows(tokens: torch.Tensor, context: int,
+                       batch_size: int) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """``tokens`` cut into the ``W = (N - 1) // context`` non-overlapping windows
+    ``x_w = tokens[w C : (w+1) C]``, ``y_w = tokens[w C + 1 : (w+1) C + 1]``, in order, batched
+    by ``batch_size`` (the last batch may be smaller): every target but the last ``(N - 1) % C``
+    is predicted exactly once, so the mean loss over these batches (weighted by batch size) is
+    the corpus's cross-entropy at context length ``C``."""
+    _check_windows(tokens, context, batch_size)
+    W = (tokens.shape[0] - 1) // context
+    x = tokens[: W * context].view(W, context)          # (W, C)
+    y = tokens[1 : W * context + 1].view(W, context)    # (W, C)
+    return [(x[i : i + batch_size], y[i : i + batch_size]) for i in range(0, W, batch_size)]
+
+
+__all__ += [
+    "SHAKESPEARE_SHA256", "shakespeare_text", "CharCorpus", "encode_text", "char_corpus",
+    "load_shakespeare", "RandomWindows", "sequential_windows",
+]

@@ -33,7 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-from ._validate import check_ndim, require, shape_of
+from ._validate import check_ndim, check_positive_int, data_checks, require, shape_of
 from .attention import AdditiveAttention, AttentionalOutput, LuongAttention
 
 __all__ = [
@@ -50,38 +50,30 @@ State = dict[str, torch.Tensor]
 ATTENTION_KINDS = ("none", "bahdanau", "luong")
 
 
-def _check_positive_int(name: str, value: Any) -> None:
-    require(
-        isinstance(value, int) and not isinstance(value, bool) and value > 0,
-        f"{name} must be a positive int, got {value!r}",
-    )
-
-
 def _check_tokens(name: str, x: torch.Tensor, vocab_size: int) -> None:
     """``x`` must be a 2-D integer tensor of token ids in ``[0, vocab_size)``."""
     check_ndim(name, x, 2)
     require(
         not x.is_floating_point() and x.dtype != torch.bool,
-        f"{name} must hold integer token ids, got dtype {x.dtype} with shape {shape_of(x)}",
+        lambda: f"{name} must hold integer token ids, got dtype {x.dtype} with shape {shape_of(x)}",
     )
-    require(x.shape[1] > 0, f"{name} must have at least one position, got shape {shape_of(x)}")
-    if x.numel():
-        require(
-            int(x.min()) >= 0 and int(x.max()) < vocab_size,
-            f"{name} holds ids outside [0, {vocab_size}), got min {int(x.min())} and max {int(x.max())}",
+    require(x.shape[1] > 0, lambda: f"{name} must have at least one position, got shape {shape_of(x)}")
+    if x.numel() and data_checks() and bool(((x < 0) | (x >= vocab_size)).any()):
+        raise ValueError(
+            f"{name} holds ids outside [0, {vocab_size}), got min {int(x.min())} and max {int(x.max())}"
         )
 
 
 def _check_src_mask(src: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
     """``src_mask (B, S)`` bool, True on a non-empty prefix of each row; returns lengths ``(B,)``."""
-    require(isinstance(src_mask, torch.Tensor), f"src_mask must be a torch.Tensor, got {type(src_mask).__name__}")
+    require(isinstance(src_mask, torch.Tensor), lambda: f"src_mask must be a torch.Tensor, got {type(src_mask).__name__}")
     require(
         src_mask.dtype == torch.bool,
-        f"src_mask must be boolean (True = real token), got dtype {src_mask.dtype} with shape {shape_of(src_mask)}",
+        lambda: f"src_mask must be boolean (True = real token), got dtype {src_mask.dtype} with shape {shape_of(src_mask)}",
     )
     require(
         src_mask.shape == src.shape,
-        f"src_mask must have the shape of src {shape_of(src)}, got shape {shape_of(src_mask)}",
+        lambda: f"src_mask must have the shape of src {shape_of(src)}, got shape {shape_of(src_mask)}",
     )
     lengths = src_mask.sum(dim=1)  # (B,)
     require(bool((lengths > 0).all()), "src_mask must mark at least one real token in every row")
@@ -115,8 +107,8 @@ class GRUEncoder(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim),
                             ("hidden_dim", hidden_dim), ("decoder_dim", decoder_dim)):
-            _check_positive_int(name, value)
-        require(0 <= pad_idx < vocab_size, f"pad_idx must be in [0, {vocab_size}), got {pad_idx!r}")
+            check_positive_int(name, value)
+        require(0 <= pad_idx < vocab_size, lambda: f"pad_idx must be in [0, {vocab_size}), got {pad_idx!r}")
         self.vocab_size, self.hidden_dim, self.bidirectional = vocab_size, hidden_dim, bidirectional
         self.out_dim = hidden_dim * (2 if bidirectional else 1)
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_idx)
@@ -156,8 +148,8 @@ class _Decoder(nn.Module):
         super().__init__()
         for name, value in (("vocab_size", vocab_size), ("embed_dim", embed_dim),
                             ("hidden_dim", hidden_dim), ("key_dim", key_dim)):
-            _check_positive_int(name, value)
-        require(0 <= pad_idx < vocab_size, f"pad_idx must be in [0, {vocab_size}), got {pad_idx!r}")
+            check_positive_int(name, value)
+        require(0 <= pad_idx < vocab_size, lambda: f"pad_idx must be in [0, {vocab_size}), got {pad_idx!r}")
         self.vocab_size, self.embed_dim = vocab_size, embed_dim
         self.hidden_dim, self.key_dim = hidden_dim, key_dim
         self.embedding = nn.Embedding(vocab_size, embed_dim, padding_idx=pad_idx)
@@ -166,30 +158,30 @@ class _Decoder(nn.Module):
         check_ndim("annotations", annotations, 3)
         B, S, Dk = annotations.shape
         require(Dk == self.key_dim,
-                f"annotations must be (B, S, key_dim={self.key_dim}), got shape {shape_of(annotations)}")
+                lambda: f"annotations must be (B, S, key_dim={self.key_dim}), got shape {shape_of(annotations)}")
         require(isinstance(src_mask, torch.Tensor) and src_mask.dtype == torch.bool
                 and tuple(src_mask.shape) == (B, S),
-                f"src_mask must be a boolean (B, S) = {(B, S)} tensor, got {shape_of(src_mask)}")
+                lambda: f"src_mask must be a boolean (B, S) = {(B, S)} tensor, got {shape_of(src_mask)}")
         check_ndim("s0", s0, 2)
         require(tuple(s0.shape) == (B, self.hidden_dim),
-                f"s0 must be (B, hidden_dim) = {(B, self.hidden_dim)}, got shape {shape_of(s0)}")
+                lambda: f"s0 must be (B, hidden_dim) = {(B, self.hidden_dim)}, got shape {shape_of(s0)}")
 
     def _check_state(self, state: State) -> None:
         require(isinstance(state, dict) and "s" in state,
-                f"state must be the dict made by init_state, got {type(state).__name__}")
+                lambda: f"state must be the dict made by init_state, got {type(state).__name__}")
 
     def _check_step_tokens(self, y_prev: torch.Tensor, state: State) -> None:
         self._check_state(state)
         check_ndim("y_prev", y_prev, 1)
         require(y_prev.shape[0] == state["s"].shape[0],
-                f"y_prev must be (B,) with B={state['s'].shape[0]} (the state's batch), got shape {shape_of(y_prev)}")
+                lambda: f"y_prev must be (B,) with B={state['s'].shape[0]} (the state's batch), got shape {shape_of(y_prev)}")
         _check_tokens("y_prev", y_prev[:, None], self.vocab_size)
 
     def _check_tgt(self, tgt_in: torch.Tensor, state: State) -> None:
         self._check_state(state)
         _check_tokens("tgt_in", tgt_in, self.vocab_size)
         require(tgt_in.shape[0] == state["s"].shape[0],
-                f"tgt_in must be (B, T) with B={state['s'].shape[0]} (the state's batch), got shape {shape_of(tgt_in)}")
+                lambda: f"tgt_in must be (B, T) with B={state['s'].shape[0]} (the state's batch), got shape {shape_of(tgt_in)}")
 
 
 class ContextDecoder(_Decoder):
@@ -395,13 +387,13 @@ class Seq2Seq(nn.Module):
 
     def __init__(self, encoder: GRUEncoder, decoder: _Decoder) -> None:
         super().__init__()
-        require(isinstance(encoder, GRUEncoder), f"encoder must be a GRUEncoder, got {type(encoder).__name__}")
-        require(isinstance(decoder, _Decoder), f"decoder must be a seq2seq decoder, got {type(decoder).__name__}")
+        require(isinstance(encoder, GRUEncoder), lambda: f"encoder must be a GRUEncoder, got {type(encoder).__name__}")
+        require(isinstance(decoder, _Decoder), lambda: f"decoder must be a seq2seq decoder, got {type(decoder).__name__}")
         require(encoder.out_dim == decoder.key_dim,
-                f"the encoder's annotations have {encoder.out_dim} features but the decoder expects "
+                lambda: f"the encoder's annotations have {encoder.out_dim} features but the decoder expects "
                 f"key_dim={decoder.key_dim}")
         require(encoder.W_s.out_features == decoder.hidden_dim,
-                f"the encoder makes s_0 of size {encoder.W_s.out_features} but the decoder's "
+                lambda: f"the encoder makes s_0 of size {encoder.W_s.out_features} but the decoder's "
                 f"hidden_dim is {decoder.hidden_dim}")
         self.encoder, self.decoder = encoder, decoder
 
@@ -438,7 +430,7 @@ class Seq2Seq(nn.Module):
         ``(B, L, S)``: row ``t`` holds the attention weights used for token ``t`` (zeros after
         ``<eos>``; ``None`` for a decoder without attention).
         """
-        _check_positive_int("max_len", max_len)
+        check_positive_int("max_len", max_len)
         state = self.start(src, src_mask)
         B = src.shape[0]
         y = torch.full((B,), bos, dtype=torch.long, device=src.device)  # (B,)
@@ -468,7 +460,7 @@ class Seq2Seq(nn.Module):
         tgt_vocab = src_vocab if tgt_vocab is None else tgt_vocab
         require(len(sources) > 0 and all(isinstance(s, str) and s for s in sources),
                 "sources must be a non-empty list of non-empty strings")
-        _check_positive_int("batch_size", batch_size)
+        check_positive_int("batch_size", batch_size)
         dev = next(self.parameters()).device
         was_training = self.training
         self.eval()
@@ -505,10 +497,10 @@ def build_seq2seq(src_vocab_size: int, tgt_vocab_size: int, attention: str = "ba
     ``input_feeding``). The decoder state size ``decoder_dim`` defaults to the annotation size
     (``2 x hidden_dim`` when bidirectional), which the ``dot`` score needs.
     """
-    require(attention in ATTENTION_KINDS, f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
+    require(attention in ATTENTION_KINDS, lambda: f"attention must be one of {ATTENTION_KINDS}, got {attention!r}")
     require(attention == "luong" or not input_feeding,
-            f"input_feeding is a Luong decoder option, got attention={attention!r}")
-    _check_positive_int("hidden_dim", hidden_dim)
+            lambda: f"input_feeding is a Luong decoder option, got attention={attention!r}")
+    check_positive_int("hidden_dim", hidden_dim)
     key_dim = hidden_dim * (2 if bidirectional else 1)
     H = key_dim if decoder_dim is None else decoder_dim
     encoder = GRUEncoder(src_vocab_size, embed_dim, hidden_dim, H, bidirectional, pad_idx)

@@ -17,6 +17,7 @@ so the encoder memory of an encoder-decoder belongs in ``state``, not in a closu
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -28,7 +29,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from ._validate import require
+from ._validate import data_checks, require
 
 __all__ = [
     "History", "fit", "evaluate_loss", "warmup_cosine_lambda", "warmup_cosine",
@@ -73,15 +74,41 @@ def sequence_cross_entropy(logits: torch.Tensor, targets: torch.Tensor, pad_idx:
                            label_smoothing: float = 0.0) -> torch.Tensor:
     """Mean cross-entropy over the non-padding target tokens.
 
-    logits ``(B, T, V)``, targets ``(B, T)``; positions where ``targets == pad_idx`` are ignored.
+    logits ``(B, T, V)``, targets ``(B, T)`` of class indices in ``[0, V)``; positions where
+    ``targets == pad_idx`` are ignored. A batch with no real token (all padding) gives ``0``
+    (with zero gradients), not ``nan``. Equivalent to::
+
+        real = targets != pad_idx                           # (B, T), when real.any()
+        torch.nn.functional.cross_entropy(
+            logits[real], targets[real], label_smoothing=label_smoothing)
+
+    Raises ``ValueError`` for bad shapes or a floating-point ``targets``, and (a data check, see
+    :mod:`attnbook.utils`) for target indices outside ``[0, V)``.
     """
     require(logits.dim() == 3, f"logits must be (B, T, V), got shape {tuple(logits.shape)}")
     require(targets.shape == logits.shape[:2],
             f"targets must be (B, T) = {tuple(logits.shape[:2])}, got shape {tuple(targets.shape)}")
-    return nn.functional.cross_entropy(
-        logits.reshape(-1, logits.shape[-1]), targets.reshape(-1),
-        ignore_index=pad_idx, label_smoothing=label_smoothing,
+    require(not targets.dtype.is_floating_point and not targets.dtype.is_complex
+            and targets.dtype != torch.bool,
+            f"targets must hold integer class indices, got dtype {targets.dtype} "
+            f"with shape {tuple(targets.shape)}")
+    V = logits.shape[-1]
+    flat = targets.reshape(-1).long()                                   # (B*T,)
+    real = flat != pad_idx                                              # (B*T,)
+    if data_checks() and flat.numel() > 0:
+        outside = real & ((flat < 0) | (flat >= V))
+        if bool(outside.any()):
+            bad = flat[outside]
+            raise ValueError(
+                f"targets must hold class indices in [0, {V}) (V = logits.shape[-1]) or "
+                f"pad_idx={pad_idx}, got values from {int(bad.min())} to {int(bad.max())} "
+                f"in targets of shape {tuple(targets.shape)} (logits {tuple(logits.shape)})"
+            )
+    total = nn.functional.cross_entropy(
+        logits.reshape(-1, V), flat, ignore_index=pad_idx,
+        label_smoothing=label_smoothing, reduction="sum",
     )
+    return total / real.sum().clamp(min=1).to(total.dtype)
 
 
 @dataclass
@@ -126,43 +153,113 @@ def fit(model: nn.Module, batches: Iterable[Any],
         optimizer: torch.optim.Optimizer, steps: int,
         scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
         clip_grad_norm: float | None = None, progress: bool = True,
-        desc: str = "training", history: History | None = None) -> History:
+        desc: str = "training", history: History | None = None, *,
+        log_every: int = 10) -> History:
     """Train for exactly ``steps`` optimiser updates and return the per-step :class:`History`.
 
     Each step: take the next batch (``batches`` is cycled; each batch is moved to the model's
     device), ``loss = loss_fn(model, batch)``, backward, optional gradient-norm clipping,
     ``optimizer.step()``, ``scheduler.step()``. The model is put in train mode. Pass an existing
     ``history`` to continue one.
+
+    No host sync per step: the losses (and gradient norms) stay on the device and are read back
+    together once every ``log_every`` steps and at the end, which is when the progress bar and
+    ``history`` are updated. A non-finite loss (or, with clipping, gradient norm) is detected on
+    the device: that update is not applied (the parameters are restored with ``torch.where``,
+    its gradients replaced by zeros before the optimiser sees them), nor is any later one, and
+    the next read raises ``ValueError`` naming the step. ``history`` then holds the steps before
+    it and the model the weights after the last finite step (a stateful optimiser's moments,
+    and the scheduler, have advanced by the skipped steps with zero gradients).
     """
     require(isinstance(steps, int) and steps >= 0, f"steps must be a non-negative int, got {steps!r}")
     require(clip_grad_norm is None or clip_grad_norm > 0,
             f"clip_grad_norm must be None or > 0, got {clip_grad_norm!r}")
     require(callable(loss_fn), f"loss_fn must be callable, got {type(loss_fn).__name__}")
+    require(isinstance(log_every, int) and not isinstance(log_every, bool) and log_every >= 1,
+            f"log_every must be an int >= 1, got {log_every!r}")
     history = History() if history is None else history
     dev = model_device(model)
+    params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
     stream = _cycle(batches)
     bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    ok = torch.ones((), dtype=torch.bool, device=dev)  # False from the first non-finite step on
+    losses: list[torch.Tensor] = []                    # this window's losses, on the device
+    norms: list[torch.Tensor] = []
+    lrs: list[float] = []
+    first = len(history.losses)                         # the window's first step number
+
+    def read() -> None:
+        """One host sync: move the window's values into ``history``; raise at a bad step."""
+        nonlocal first
+        if not losses:
+            return
+        values = torch.stack([v.detach().float() for v in losses]).tolist()
+        grads = torch.stack([v.detach().float() for v in norms]).tolist() if norms else []
+        rates = list(lrs)
+        losses.clear(), norms.clear(), lrs.clear()
+        for i, value in enumerate(values):
+            norm = grads[i] if grads else 0.0
+            if not (math.isfinite(value) and math.isfinite(norm)):
+                history.losses.extend(values[:i])
+                history.lrs.extend(rates[:i])
+                history.grad_norms.extend(grads[:i])
+                what = f"loss is {value}" if not math.isfinite(value) else \
+                    f"gradient norm is {norm} (loss {value})"
+                held = f"after step {first + i - 1}" if first + i > 0 else "it started with"
+                raise ValueError(
+                    f"fit: the {what} at step {first + i}; that update and the "
+                    f"{len(values) - i - 1} after it were not applied, so the model holds the "
+                    f"weights {held}. Lower the learning rate, clip the gradients "
+                    f"(clip_grad_norm=...) or check that batch."
+                )
+        history.losses.extend(values)
+        history.lrs.extend(rates)
+        history.grad_norms.extend(grads)
+        first += len(values)
+        bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
+
     start = time.perf_counter()
-    for _ in bar:
-        batch = move_to(next(stream), dev)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(model, batch)
-        require(isinstance(loss, torch.Tensor) and loss.dim() == 0,
-                f"loss_fn must return a scalar tensor, got {getattr(loss, 'shape', type(loss).__name__)}")
-        loss.backward()
-        if clip_grad_norm is not None:
-            norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
-            history.grad_norms.append(float(norm))
-        history.lrs.append(optimizer.param_groups[0]["lr"])
-        optimizer.step()
-        if scheduler is not None:
-            scheduler.step()
-        history.losses.append(loss.item())
-        if len(history.losses) % 10 == 0:
-            bar.set_postfix(loss=f"{history.losses[-1]:.4f}")
-    history.seconds += time.perf_counter() - start
-    bar.close()
+    try:
+        for step in bar:
+            batch = move_to(next(stream), dev)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(model, batch)
+            require(isinstance(loss, torch.Tensor) and loss.dim() == 0,
+                    f"loss_fn must return a scalar tensor, got "
+                    f"{getattr(loss, 'shape', type(loss).__name__)}")
+            loss.backward()
+            finite = torch.isfinite(loss.detach()).to(ok.device)
+            if clip_grad_norm is not None:
+                norm = nn.utils.clip_grad_norm_(model.parameters(), clip_grad_norm)
+                norms.append(norm.detach())
+                finite = finite & torch.isfinite(norm.detach()).to(ok.device)
+            ok = ok & finite
+            losses.append(loss.detach())
+            lrs.append(optimizer.param_groups[0]["lr"])
+            with torch.no_grad():
+                before = []
+                for p in params:
+                    if p.grad is not None:  # a bad step's gradients never reach the optimiser
+                        p.grad = torch.where(ok.to(p.grad.device), p.grad, 0.0)
+                    before.append(p.detach().clone())
+            optimizer.step()
+            with torch.no_grad():
+                for p, old in zip(params, before):  # undo the update of a bad step
+                    p.copy_(torch.where(ok.to(p.device), p, old))
+            if scheduler is not None:
+                scheduler.step()
+            if (step + 1) % log_every == 0:
+                read()
+        read()
+    except BaseException:
+        if losses:  # interrupted (an error in loss_fn, Ctrl-C): keep the steps it measured
+            with contextlib.suppress(ValueError):
+                read()
+        raise
+    finally:
+        history.seconds += time.perf_counter() - start
+        bar.close()
     return history
 
 
@@ -258,6 +355,23 @@ def _index_state(state: Any, index: torch.Tensor) -> Any:
     )
 
 
+def _check_state_batch(state: Any, batch: int, where: str = "state") -> None:
+    """Every tensor in ``state`` must have ``batch`` rows (dimension 0), before beam search
+    repeats them; ``where`` names the entry in the error (``state['memory']``, ``state[1]``)."""
+    if isinstance(state, torch.Tensor):
+        require(state.dim() >= 1,
+                f"{where} must be batch-first with batch_size={batch} rows, got a 0-d tensor")
+        require(state.shape[0] == batch,
+                f"{where} must be batch-first with batch_size={batch} rows in dimension 0, "
+                f"got shape {tuple(state.shape)}")
+    elif isinstance(state, (tuple, list)):
+        for i, item in enumerate(state):
+            _check_state_batch(item, batch, f"{where}[{i}]")
+    elif isinstance(state, Mapping):
+        for key, item in state.items():
+            _check_state_batch(item, batch, f"{where}[{key!r}]")
+
+
 def _call_step(step_fn: StepFn, prefix: torch.Tensor, state: Any, batch: int):
     out = step_fn(prefix, state)
     require(isinstance(out, tuple) and len(out) in (2, 3),
@@ -321,6 +435,7 @@ def beam_search(step_fn: StepFn, state: Any, bos: int, eos: int, max_len: int,
     _check_decode_args(bos, eos, max_len, batch_size)
     require(isinstance(beam_size, int) and beam_size >= 1, f"beam_size must be an int >= 1, got {beam_size!r}")
     require(alpha >= 0.0, f"alpha must be >= 0, got {alpha!r}")
+    _check_state_batch(state, batch_size)
     B, K = batch_size, beam_size
     rows = torch.arange(B, device=device).repeat_interleave(K)          # (B*K,)
     state = _index_state(state, rows)
@@ -454,9 +569,149 @@ def load_checkpoint(model: nn.Module, path: str | Path,
     ``torch.load(..., weights_only=True)``, mapped to the model's device; returns ``meta``."""
     path = Path(path)
     require(path.is_file(), f"path must be an existing checkpoint file, got {str(path)!r}")
-    blob = torch.load(path, map_location=model_device(model), weights_only=True)
-    model.load_state_dict(blob["model"])
+    try:
+        blob = torch.load(path, map_location=model_device(model), weights_only=True)
+    except Exception as err:  # truncated, garbage, or not written by torch.save
+        raise ValueError(
+            f"path {str(path)!r} is not a readable checkpoint: torch.load failed with "
+            f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
+        ) from err
+    require(isinstance(blob, dict) and isinstance(blob.get("model"), Mapping),
+            f"path {str(path)!r} is not a save_checkpoint file: expected a dict with 'model', "
+            f"got {type(blob).__name__}"
+            f"{' with keys ' + str(sorted(map(str, blob))) if isinstance(blob, dict) else ''}")
+    try:
+        model.load_state_dict(blob["model"])
+    except RuntimeError as err:
+        raise ValueError(
+            f"the checkpoint {str(path)!r} does not fit the model "
+            f"({type(model).__name__}): {err}"
+        ) from err
     if optimizer is not None:
         require("optimizer" in blob, f"the checkpoint {str(path)!r} holds no optimizer state")
         optimizer.load_state_dict(blob["optimizer"])
-    return blob["meta"]
+    return blob.get("meta", {})
+
+
+# ---------------------------------------------------------------------------------------------
+# Sampling from a language model
+# ---------------------------------------------------------------------------------------------
+
+def _check_logits(logits: torch.Tensor) -> None:
+    require(isinstance(logits, torch.Tensor) and logits.dim() == 2 and logits.is_floating_point(),
+            f"logits must be a floating point (B, V) tensor, got "
+            f"{getattr(logits, 'dtype', type(logits).__name__)} with shape "
+            f"{tuple(logits.shape) if isinstance(logits, torch.Tensor) else '?'}")
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the ``k`` largest logits of each row and set the others to ``-inf`` (Fan et al.,
+    2018): after a softmax exactly ``k`` tokens have non-zero probability (ties at the boundary
+    are broken by ``torch.topk``). logits ``(B, V)`` -> ``(B, V)``; ``k >= V`` keeps everything."""
+    _check_logits(logits)
+    require(isinstance(k, int) and not isinstance(k, bool) and k >= 1,
+            f"k must be an int >= 1, got {k!r} (logits shape {tuple(logits.shape)})")
+    if k >= logits.shape[-1]:
+        return logits
+    keep = logits.topk(k, dim=-1).indices                              # (B, k)
+    out = torch.full_like(logits, float("-inf"))
+    return out.scatter(-1, keep, logits.gather(-1, keep))              # (B, V)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filtering (Holtzman et al., 2020): keep the *smallest* set of most probable tokens
+    whose total probability is at least ``p`` and set the other logits to ``-inf``.
+
+    With the probabilities sorted in decreasing order, ``pi_(1) >= pi_(2) >= ...``, token ``(j)``
+    is kept iff the mass before it, ``sum_{i<j} pi_(i)``, is below ``p``; so the most probable
+    token is always kept and ``p = 1`` keeps every token of non-zero probability.
+    logits ``(B, V)`` -> ``(B, V)``.
+    """
+    _check_logits(logits)
+    require(isinstance(p, (int, float)) and not isinstance(p, bool) and 0.0 < p <= 1.0,
+            f"p must be a number in (0, 1], got {p!r} (logits shape {tuple(logits.shape)})")
+    sorted_logits, order = logits.sort(dim=-1, descending=True)        # (B, V)
+    probs = torch.softmax(sorted_logits.float(), dim=-1)               # (B, V)
+    before = probs.cumsum(dim=-1) - probs                              # mass of the tokens ahead
+    drop_sorted = before >= p                                          # (B, V)
+    drop_sorted[:, 0] = False                                          # the top token stays
+    drop = drop_sorted.scatter(-1, order, drop_sorted)                 # back to vocabulary order
+    return logits.masked_fill(drop, float("-inf"))
+
+
+def sample_next(logits: torch.Tensor, *, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """One token per row from ``softmax(logits / temperature)``, after :func:`top_k_filter` and
+    then :func:`top_p_filter` (each when given). ``temperature = 0`` is greedy: ``argmax``
+    (the limit of the tempered distribution as ``temperature -> 0``). logits ``(B, V)`` ->
+    tokens ``(B,)`` long. ``generator`` (a CPU or same-device ``torch.Generator``) makes the
+    draw reproducible."""
+    _check_logits(logits)
+    require(isinstance(temperature, (int, float)) and not isinstance(temperature, bool)
+            and temperature >= 0.0, f"temperature must be a number >= 0, got {temperature!r}")
+    if temperature == 0:
+        return logits.argmax(dim=-1)                                   # (B,)
+    scaled = logits.float() / temperature                              # (B, V)
+    if top_k is not None:
+        scaled = top_k_filter(scaled, top_k)
+    if top_p is not None:
+        scaled = top_p_filter(scaled, top_p)
+    probs = torch.softmax(scaled, dim=-1)                              # (B, V)
+    if generator is not None and generator.device != probs.device:
+        return torch.multinomial(probs.cpu(), 1, generator=generator)[:, 0].to(probs.device)
+    return torch.multinomial(probs, 1, generator=generator)[:, 0]      # (B,)
+
+
+@torch.no_grad()
+def generate(model: nn.Module, prompt: torch.Tensor, max_new_tokens: int, *,
+             temperature: float = 1.0, top_k: int | None = None, top_p: float | None = None,
+             use_cache: bool = True, window: int | None = None,
+             generator: torch.Generator | None = None) -> torch.Tensor:
+    """Continue ``prompt (B, T0)`` by ``max_new_tokens`` tokens drawn with :func:`sample_next`
+    from a decoder-only language model (:class:`attnbook.DecoderOnly`: ``model(tokens)`` ->
+    logits ``(B, T, V)``; with ``use_cache`` also ``model.new_caches()`` and ``caches=``).
+    Returns ``(B, T0 + max_new_tokens)``, the prompt included.
+
+    * ``use_cache=True``: the prompt is fed once, then one token per step; each layer's
+      :class:`attnbook.KVCache` keeps the keys and values of the earlier positions, so step ``t``
+      costs ``O(t)`` attention work and ``O(1)`` everything else.
+    * ``use_cache=False``: every step recomputes the whole sequence (``O(t^2)`` attention and
+      ``O(t)`` everything else); with ``window`` only the last ``window`` tokens are fed (a
+      sliding context, for models whose positions stop at ``max_len``).
+
+    Both give the same tokens when ``window`` is None (the cached logits equal the full
+    forward's). ``temperature = 0`` is greedy decoding. The model is put in eval mode (and its
+    previous mode restored).
+    """
+    require(isinstance(prompt, torch.Tensor) and prompt.dim() == 2 and prompt.shape[1] >= 1
+            and not prompt.is_floating_point(),
+            f"prompt must be a (B, T0) integer tensor with T0 >= 1, got "
+            f"{getattr(prompt, 'dtype', type(prompt).__name__)} with shape "
+            f"{tuple(prompt.shape) if isinstance(prompt, torch.Tensor) else '?'}")
+    require(isinstance(max_new_tokens, int) and max_new_tokens >= 0,
+            f"max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    require(window is None or (isinstance(window, int) and window >= 1),
+            f"window must be None or an int >= 1, got {window!r}")
+    require(not (use_cache and window is not None),
+            "window (a sliding context) needs use_cache=False: cached keys cannot be re-positioned")
+    B, T0 = prompt.shape
+    out = torch.empty(B, T0 + max_new_tokens, dtype=torch.long, device=prompt.device)
+    out[:, :T0] = prompt
+    was_training = model.training
+    model.eval()
+    try:
+        caches = model.new_caches() if use_cache else None
+        feed = out[:, :T0]                                             # (B, T0)
+        for t in range(T0, T0 + max_new_tokens):
+            if not use_cache:
+                feed = out[:, (0 if window is None else max(0, t - window)):t]  # (B, <= t)
+            logits = model(feed, caches=caches)[:, -1]                 # (B, V)
+            out[:, t] = sample_next(logits, temperature=temperature, top_k=top_k, top_p=top_p,
+                                    generator=generator)
+            feed = out[:, t : t + 1]                                   # (B, 1), cached path
+    finally:
+        model.train(was_training)
+    return out
+
+
+__all__ += ["top_k_filter", "top_p_filter", "sample_next", "generate"]

@@ -5,9 +5,10 @@ A layer is two or three *sublayers*, each wrapped in a residual connection and a
 
 * self-attention          ``SA(x)   = MultiHead(x, x, x)``
 * cross-attention         ``CA(x)   = MultiHead(x, memory, memory)``  (decoder only)
-* position-wise FFN       ``FFN(x)  = W_2 relu(W_1 x + b_1) + b_2``   (``d_model -> d_ff -> d_model``)
+* position-wise FFN       ``FFN(x)  = W_2 f(W_1 x + b_1) + b_2``      (``d_model -> d_ff -> d_model``)
 
-and the residual wrapping comes in two orders:
+and the residual wrapping (:class:`Residual`, written once and used by every layer) comes in two
+orders:
 
 * post-norm (the 2017 paper):  ``x <- LayerNorm(x + Dropout(F(x)))``
 * pre-norm  (``norm_first``):  ``x <- x + Dropout(F(LayerNorm(x)))``, and one final LayerNorm
@@ -33,42 +34,75 @@ slip) makes the token vectors ``sqrt(2 d_model)`` times longer than the position
 about 11x at ``d_model = 64`` — and the position signal is drowned: the model learns order
 slowly or not at all.
 
+GPT-2's embedding is not scaled (``scale_embedding=False``, ``E ~ N(0, 1)`` then, so the
+coordinates again have unit variance at initialisation).
+
+One API for every model. :class:`DecoderOnly` and :class:`Transformer` (and the stacks
+:class:`Encoder`, :class:`Decoder`) take their essential sizes positionally and every option by
+keyword, in one order: ``d_ff, dropout, max_len, positional, norm_first, num_kv_heads,
+activation, bias, norm_eps, scale_embedding, tie_weights``. A frozen config dataclass describes
+each family (:class:`DecoderOnlyConfig`, :class:`TransformerConfig`): ``Model.from_config(cfg)``
+builds one and ``model.config`` is the config it was built from. The plain call returns the
+logits; ``return_attention=True`` returns ``(logits, weights)`` with ``weights`` an
+:class:`AttentionWeights` for every model (per-layer lists ``encoder_self``, ``decoder_self``,
+``cross``; the kinds a model lacks are empty). Caches go in the same way everywhere: pass
+``caches=model.new_caches()`` and they are filled in place.
+
 Incremental decoding: ``new_caches()`` returns one empty :class:`attnbook.attention.KVCache` per
 decoder layer; feeding the tokens one at a time (or a chunk at a time) with ``caches=`` gives the
 same logits as one causal forward pass over the whole sequence. Positions of the new tokens
-start at the cache length ``P``.
+start at the cache length ``P``. A forward pass reads no tensor value back to the host when the
+data checks are off (:func:`attnbook.utils.set_data_checks`) or under ``torch.compile``, which
+sees one graph per model (no graph break).
 """
 
 from __future__ import annotations
 
 import math
-from typing import Literal
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from ._validate import check_ndim, require, shape_of
+from ._validate import (
+    check_batch_index,
+    check_bool,
+    check_int,
+    check_ndim,
+    check_same_device,
+    check_token_ids,
+    check_token_tensor,
+    require,
+    shape_of,
+)
 from .attention import KVCache, MultiHeadAttention
 from .functional import key_padding_to_attn_mask
-from .positional import LearnedPositionalEmbedding, RotaryEmbedding, alibi_bias, sinusoidal_encoding
+from .positional import POSITIONAL_SCHEMES, Positional, PositionalScheme, RotaryEmbedding
 
 __all__ = [
     "POSITIONAL_SCHEMES",
+    "ACTIVATIONS",
+    "AttentionWeights",
     "CacheList",
     "TokenEmbedding",
     "PositionalScheme",
     "FeedForward",
+    "Residual",
     "EncoderLayer",
     "DecoderLayer",
     "Encoder",
     "Decoder",
+    "DecoderOnlyConfig",
+    "TransformerConfig",
     "Transformer",
     "DecoderOnly",
 ]
 
-Positional = Literal["sinusoidal", "learned", "rope", "alibi", "none"]
-POSITIONAL_SCHEMES: tuple[str, ...] = ("sinusoidal", "learned", "rope", "alibi", "none")
 Weights = list[torch.Tensor]
+ACTIVATIONS: tuple[str, ...] = ("relu", "gelu", "gelu_tanh")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -76,59 +110,55 @@ Weights = list[torch.Tensor]
 # ---------------------------------------------------------------------------------------------
 
 
-def _check_int(name: str, value: int, minimum: int = 1) -> None:
-    require(
-        isinstance(value, int) and not isinstance(value, bool) and value >= minimum,
-        f"{name} must be an int >= {minimum}, got {value!r}",
-    )
-
-
-def _check_dims(d_model: int, num_heads: int, d_ff: int | None, dropout: float) -> int:
-    """Validate the common layer arguments; returns ``d_ff`` (default ``4 * d_model``)."""
-    _check_int("d_model", d_model)
-    _check_int("num_heads", num_heads)
+def _check_layer_options(
+    d_model: int,
+    num_heads: int,
+    d_ff: int | None,
+    dropout: float,
+    norm_first: bool,
+    activation: str,
+    bias: bool,
+    norm_eps: float,
+) -> int:
+    """Validate the options every layer shares; returns ``d_ff`` (default ``4 * d_model``)."""
+    check_int("d_model", d_model)
+    check_int("num_heads", num_heads)
     require(
         d_model % num_heads == 0,
-        f"d_model must be divisible by num_heads, got d_model={d_model}, num_heads={num_heads}",
+        lambda: f"d_model must be divisible by num_heads, got d_model={d_model}, num_heads={num_heads}",
     )
     d_ff = 4 * d_model if d_ff is None else d_ff
-    _check_int("d_ff", d_ff)
+    check_int("d_ff", d_ff)
     require(
-        isinstance(dropout, (int, float)) and 0.0 <= dropout < 1.0,
-        f"dropout must be a float in [0, 1), got {dropout!r}",
+        isinstance(dropout, (int, float)) and not isinstance(dropout, bool) and 0.0 <= dropout < 1.0,
+        lambda: f"dropout must be a float in [0, 1), got {dropout!r}",
+    )
+    check_bool("norm_first", norm_first)
+    require(activation in ACTIVATIONS, lambda: f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+    check_bool("bias", bias)
+    require(
+        isinstance(norm_eps, (int, float)) and not isinstance(norm_eps, bool) and 0 < norm_eps < 1,
+        lambda: f"norm_eps must be a float in (0, 1), got {norm_eps!r}",
     )
     return d_ff
 
 
-def _check_tokens(name: str, tokens: torch.Tensor, vocab_size: int) -> None:
-    check_ndim(name, tokens, 2)
-    require(
-        tokens.dtype in (torch.int64, torch.int32, torch.int16, torch.int8, torch.uint8),
-        f"{name} must be an integer (long) tensor of token ids, got dtype {tokens.dtype} "
-        f"with shape {shape_of(tokens)}",
-    )
-    if tokens.numel():
-        lo, hi = int(tokens.min()), int(tokens.max())
-        require(
-            0 <= lo and hi < vocab_size,
-            f"{name} must hold token ids in [0, {vocab_size}), got values in [{lo}, {hi}] "
-            f"(shape {shape_of(tokens)})",
-        )
-
-
-def _check_padding(name: str, mask: torch.Tensor | None, B: int, S: int, what: str) -> None:
+def _check_padding(
+    name: str, mask: torch.Tensor | None, B: int, S: int, what: str, device: torch.device
+) -> None:
     if mask is None:
         return
     check_ndim(name, mask, 2)
     require(
         mask.dtype == torch.bool,
-        f"{name} must be boolean (True = a real token), got dtype {mask.dtype} "
+        lambda: f"{name} must be boolean (True = a real token), got dtype {mask.dtype} "
         f"with shape {shape_of(mask)}",
     )
     require(
         tuple(mask.shape) == (B, S),
-        f"{name} must have shape (B, S) = {(B, S)} ({what}), got shape {shape_of(mask)}",
+        lambda: f"{name} must have shape (B, S) = {(B, S)} ({what}), got shape {shape_of(mask)}",
     )
+    check_same_device(name, mask, device, other="the tokens")
 
 
 def _check_caches(caches: list[KVCache] | None, num_layers: int) -> int:
@@ -138,13 +168,56 @@ def _check_caches(caches: list[KVCache] | None, num_layers: int) -> int:
     require(
         isinstance(caches, (list, tuple)) and len(caches) == num_layers
         and all(isinstance(c, KVCache) for c in caches),
-        f"caches must be a list of {num_layers} KVCache objects (one per layer, from "
+        lambda: f"caches must be a list of {num_layers} KVCache objects (one per layer, from "
         f"new_caches()), got {type(caches).__name__} of length "
         f"{len(caches) if hasattr(caches, '__len__') else '?'}",
     )
-    lengths = {c.length for c in caches}
-    require(len(lengths) == 1, f"caches must all hold the same number of steps, got lengths {sorted(lengths)}")
-    return lengths.pop()
+    P = caches[0].length
+    require(
+        all(c.length == P for c in caches),
+        lambda: f"caches must all hold the same number of steps, got lengths {[c.length for c in caches]}",
+    )
+    return P
+
+
+# ---------------------------------------------------------------------------------------------
+# what a model returns besides its output, and its caches
+# ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AttentionWeights:
+    """The attention weights of one forward pass, as ``return_attention=True`` returns them for
+    every model: ``(output, AttentionWeights)``.
+
+    Each field is a list over layers, first layer first, of per-head weights:
+
+    * ``encoder_self`` — the encoder's self-attention, ``(B, H, S, S)``;
+    * ``decoder_self`` — the decoder's causal self-attention, ``(B, H, T, P + T)`` (``P`` cached
+      steps); a :class:`DecoderOnly` has only this kind;
+    * ``cross`` — the decoder's attention over the encoder's memory, ``(B, H, T, S)``.
+
+    A kind the model does not have is an empty list. The kinds can also be read by name,
+    ``weights["cross"]``, and :meth:`items` yields the kinds the model has.
+    """
+
+    encoder_self: Weights = field(default_factory=list)
+    decoder_self: Weights = field(default_factory=list)
+    cross: Weights = field(default_factory=list)
+
+    KINDS = ("encoder_self", "decoder_self", "cross")
+
+    def keys(self) -> list[str]:
+        """The kinds present (non-empty), in the order of :attr:`KINDS`."""
+        return [kind for kind in self.KINDS if getattr(self, kind)]
+
+    def items(self) -> Iterator[tuple[str, Weights]]:
+        """``(kind, per-layer weights)`` for every kind present."""
+        return ((kind, getattr(self, kind)) for kind in self.keys())
+
+    def __getitem__(self, kind: str) -> Weights:
+        require(kind in self.KINDS, lambda: f"kind must be one of {self.KINDS}, got {kind!r}")
+        return getattr(self, kind)
 
 
 class CacheList(list):
@@ -154,17 +227,22 @@ class CacheList(list):
 
     def index_select(self, index: torch.Tensor) -> CacheList:
         out = CacheList()
+        checked = False
         for cache in self:
             new = KVCache()
             if cache.k is not None:
-                new.k = cache.k.index_select(0, index.to(cache.k.device))  # (B', H_kv, P, D)
-                new.v = cache.v.index_select(0, index.to(cache.v.device))  # (B', H_kv, P, Dv)
+                idx = index.to(cache.k.device)
+                if not checked:  # one data check for the whole list
+                    check_batch_index("index", idx, cache.k.shape[0])
+                    checked = True
+                new.k = cache.k.index_select(0, idx)  # (B', H_kv, P, D)
+                new.v = cache.v.index_select(0, idx)  # (B', H_kv, P, Dv)
             out.append(new)
         return out
 
 
 # ---------------------------------------------------------------------------------------------
-# embeddings and positions
+# embeddings
 # ---------------------------------------------------------------------------------------------
 
 
@@ -172,86 +250,32 @@ class TokenEmbedding(nn.Module):
     """``x_t = sqrt(d_model) * E[y_t]`` with ``E ~ N(0, 1/d_model)``: unit-variance coordinates.
 
     tokens ``(B, T)`` long -> ``(B, T, d_model)``. See the module docstring for why the scale
-    matters next to the position vectors.
+    matters next to the position vectors. ``scale=False`` returns ``E[y_t]`` itself (GPT-2's
+    convention) and starts ``E ~ N(0, 1)``, so the vectors have the same unit-variance
+    coordinates at initialisation. Token ids outside ``[0, vocab_size)`` are a ``ValueError``
+    (a data check, see :func:`attnbook.utils.set_data_checks`) that calls them ``name``.
+
+    Equivalent to ``self.embedding(tokens) * math.sqrt(d_model)``.
     """
 
-    def __init__(self, vocab_size: int, d_model: int, padding_idx: int | None = None) -> None:
+    def __init__(
+        self, vocab_size: int, d_model: int, padding_idx: int | None = None, *, scale: bool = True
+    ) -> None:
         super().__init__()
-        _check_int("vocab_size", vocab_size)
-        _check_int("d_model", d_model)
-        self.vocab_size, self.d_model = vocab_size, d_model
+        check_int("vocab_size", vocab_size)
+        check_int("d_model", d_model)
+        check_bool("scale", scale)
+        self.vocab_size, self.d_model, self.scale = vocab_size, d_model, scale
         self.embedding = nn.Embedding(vocab_size, d_model, padding_idx=padding_idx)
-        nn.init.normal_(self.embedding.weight, std=d_model**-0.5)
+        nn.init.normal_(self.embedding.weight, std=d_model**-0.5 if scale else 1.0)
         if padding_idx is not None:
             with torch.no_grad():
                 self.embedding.weight[padding_idx].zero_()
 
-    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
-        _check_tokens("tokens", tokens, self.vocab_size)
-        return self.embedding(tokens) * math.sqrt(self.d_model)  # (B, T, E)
-
-
-class PositionalScheme(nn.Module):
-    """One of :data:`POSITIONAL_SCHEMES` for a stream of ``d_model``-dim vectors with ``num_heads``.
-
-    * :meth:`add` — ``x + PE[P .. P+T-1]`` for ``"sinusoidal"`` / ``"learned"``, else ``x``;
-    * :attr:`rope` — the :class:`RotaryEmbedding` (head dim) to pass to attention, or ``None``;
-    * :meth:`bias` — the ALiBi bias ``(H, T, S)`` for ``T`` queries over ``S`` keys, or ``None``.
-
-    ``"learned"`` has ``max_len`` rows and raises ``ValueError`` past them; the other schemes have
-    no length limit (the sinusoidal table is recomputed in float64 and grown on demand; it is a
-    non-persistent buffer, so it is not part of the ``state_dict``).
-    """
-
-    def __init__(self, kind: str, d_model: int, num_heads: int, max_len: int) -> None:
-        super().__init__()
-        require(
-            kind in POSITIONAL_SCHEMES,
-            f"positional must be one of {POSITIONAL_SCHEMES}, got {kind!r}",
-        )
-        _check_int("max_len", max_len)
-        self.kind, self.d_model, self.num_heads, self.max_len = kind, d_model, num_heads, max_len
-        self.learned: LearnedPositionalEmbedding | None = None
-        self.rope: RotaryEmbedding | None = None
-        if kind == "sinusoidal":
-            require(d_model % 2 == 0, f"d_model must be even for sinusoidal positions, got {d_model}")
-            self.register_buffer("table", sinusoidal_encoding(max_len, d_model), persistent=False)
-        elif kind == "learned":
-            # N(0, 1/2): the same per-coordinate mean square as a sinusoid (sin^2 + cos^2 = 1)
-            self.learned = LearnedPositionalEmbedding(max_len, d_model, init_std=0.5**0.5)
-        elif kind == "rope":
-            d_head = d_model // num_heads
-            require(d_head % 2 == 0, f"d_model // num_heads must be even for rope, got {d_head}")
-            self.rope = RotaryEmbedding(d_head)
-
-    def add(self, x: torch.Tensor, offset: int = 0) -> torch.Tensor:
-        """``x (B, T, E) + PE[offset .. offset+T-1]`` for additive schemes; ``x`` otherwise."""
-        T = x.shape[1]
-        if self.kind == "sinusoidal":
-            if offset + T > self.table.shape[0]:  # beyond the precomputed table: grow it
-                size = max(offset + T, 2 * self.table.shape[0])
-                self.table = sinusoidal_encoding(size, self.d_model, device=x.device)
-            pe = self.table[offset : offset + T]  # (T, E)
-            return x + pe.to(dtype=x.dtype)[None]  # (B, T, E)
-        if self.kind == "learned":
-            require(
-                offset + T <= self.max_len,
-                f"learned positions exist only below max_len={self.max_len}, but the input needs "
-                f"positions {offset}..{offset + T - 1} (input shape {shape_of(x)}, cache length "
-                f"{offset}); use a larger max_len or a scheme that extrapolates",
-            )
-            positions = torch.arange(offset, offset + T, device=x.device)  # (T,)
-            return x + self.learned(positions).to(dtype=x.dtype)[None]  # (B, T, E)
-        return x
-
-    def bias(self, T: int, S: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor | None:
-        """ALiBi's ``-m_h |i - j|`` for the last ``T`` of ``S`` positions, ``(H, T, S)``; else None."""
-        if self.kind != "alibi":
-            return None
-        return alibi_bias(self.num_heads, T, S, device=device, dtype=dtype)  # (H, T, S)
-
-    def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, max_len={self.max_len}"
+    def forward(self, tokens: torch.Tensor, *, name: str = "tokens") -> torch.Tensor:
+        check_token_ids(name, tokens, self.vocab_size)
+        x = self.embedding(tokens)  # (B, T, E)
+        return x * math.sqrt(self.d_model) if self.scale else x
 
 
 # ---------------------------------------------------------------------------------------------
@@ -260,25 +284,103 @@ class PositionalScheme(nn.Module):
 
 
 class FeedForward(nn.Module):
-    """Position-wise feed-forward network ``FFN(x) = W_2 Dropout(relu(W_1 x + b_1)) + b_2``.
+    """Position-wise feed-forward network ``FFN(x) = W_2 Dropout(f(W_1 x + b_1)) + b_2``.
 
     ``x (B, T, d_model) -> (B, T, d_model)``, hidden size ``d_ff``; applied to every position
-    independently (the same weights everywhere).
+    independently (the same weights everywhere). ``activation`` ``f``: ``"relu"`` (Vaswani et al.),
+    ``"gelu"`` (exact, ``x Phi(x)``) or ``"gelu_tanh"`` (GPT-2's tanh approximation
+    ``x/2 (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3)))``); ``bias=False`` drops ``b_1``, ``b_2``.
+
+    Equivalent to ``self.linear2(torch.relu(self.linear1(x)))`` (relu, no dropout).
     """
 
-    def __init__(self, d_model: int, d_ff: int, dropout: float = 0.0) -> None:
+    def __init__(
+        self, d_model: int, d_ff: int, dropout: float = 0.0, *, activation: str = "relu", bias: bool = True
+    ) -> None:
         super().__init__()
-        self.linear1 = nn.Linear(d_model, d_ff)  # W_1, b_1
-        self.linear2 = nn.Linear(d_ff, d_model)  # W_2, b_2
+        require(activation in ACTIVATIONS, lambda: f"activation must be one of {ACTIVATIONS}, got {activation!r}")
+        self.activation = activation
+        self.linear1 = nn.Linear(d_model, d_ff, bias=bias)  # W_1, b_1
+        self.linear2 = nn.Linear(d_ff, d_model, bias=bias)  # W_2, b_2
         self.dropout = nn.Dropout(dropout)
 
+    def _f(self, x: torch.Tensor) -> torch.Tensor:
+        if self.activation == "relu":
+            return torch.relu(x)
+        return F.gelu(x, approximate="tanh" if self.activation == "gelu_tanh" else "none")
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.dropout(torch.relu(self.linear1(x)))  # (B, T, d_ff)
+        h = self.dropout(self._f(self.linear1(x)))  # (B, T, d_ff)
         return self.linear2(h)  # (B, T, d_model)
 
 
-class EncoderLayer(nn.Module):
-    """One encoder layer: self-attention then the FFN, each with a residual and a LayerNorm.
+Sublayer = Callable[[torch.Tensor], "tuple[torch.Tensor, Any]"]
+
+
+class Residual(nn.Module):
+    """The residual connection around one sublayer ``F``, in either order, written once:
+
+    * pre-norm  (``norm_first=True``, Xiong et al. 2020): ``x + Dropout(F(Norm(x)))``
+    * post-norm (``norm_first=False``, Vaswani et al. 2017): ``Norm(x + Dropout(F(x)))``
+
+    ``forward(x, sublayer)`` calls ``sublayer(h) -> (out, extra)`` (``extra``: e.g. attention
+    weights, passed through) and returns ``(x_new, extra)``; ``x (B, T, E)``. The norm and dropout
+    modules belong to the layer, which registers them under PyTorch's names (``norm1``,
+    ``dropout1``, ...); the wrapper only holds them, so the ``state_dict`` of a layer is the same
+    as ``torch.nn.TransformerEncoderLayer``'s.
+
+    Equivalent to ``x + dropout(sublayer(norm(x))[0])`` (pre-norm).
+    """
+
+    def __init__(self, norm: nn.Module, dropout: nn.Module, *, norm_first: bool) -> None:
+        super().__init__()
+        check_bool("norm_first", norm_first)
+        self.norm_first = norm_first
+        self._parts = (norm, dropout)  # held, not registered: the layer owns them
+
+    def forward(self, x: torch.Tensor, sublayer: Sublayer) -> tuple[torch.Tensor, Any]:
+        norm, dropout = self._parts
+        if self.norm_first:
+            out, extra = sublayer(norm(x))
+            return x + dropout(out), extra  # (B, T, E)
+        out, extra = sublayer(x)
+        return norm(x + dropout(out)), extra  # (B, T, E)
+
+    def extra_repr(self) -> str:
+        return f"norm_first={self.norm_first}"
+
+
+class _Layer(nn.Module):
+    """What encoder and decoder layers share: the FFN, ``n`` LayerNorms and dropouts registered
+    under PyTorch's names, and one :class:`Residual` per sublayer."""
+
+    def _build_common(self, n, d_model, num_heads, d_ff, dropout, norm_first, activation, bias, norm_eps):
+        self.d_model, self.num_heads, self.d_ff, self.norm_first = d_model, num_heads, d_ff, norm_first
+        self.ffn = FeedForward(d_model, d_ff, dropout, activation=activation, bias=bias)
+        for i in range(1, n + 1):
+            setattr(self, f"norm{i}", nn.LayerNorm(d_model, eps=norm_eps))
+        for i in range(1, n + 1):
+            setattr(self, f"dropout{i}", nn.Dropout(dropout))
+        self.residuals = nn.ModuleList(
+            Residual(getattr(self, f"norm{i}"), getattr(self, f"dropout{i}"), norm_first=norm_first)
+            for i in range(1, n + 1)
+        )
+
+    # torch.nn.TransformerEncoderLayer's names for the FFN weights
+    @property
+    def linear1(self) -> nn.Linear:
+        return self.ffn.linear1
+
+    @property
+    def linear2(self) -> nn.Linear:
+        return self.ffn.linear2
+
+    def _feed_forward(self, h: torch.Tensor) -> tuple[torch.Tensor, None]:
+        return self.ffn(h), None
+
+
+class EncoderLayer(_Layer):
+    """One encoder layer: self-attention then the FFN, each in a :class:`Residual`.
 
     post-norm (``norm_first=False``, Vaswani et al. 2017)::
 
@@ -293,41 +395,33 @@ class EncoderLayer(nn.Module):
     Submodule names follow ``torch.nn.TransformerEncoderLayer`` (``self_attn``, ``linear1``,
     ``linear2``, ``norm1``, ``norm2``) so weights can be copied across; ``self_attn`` is an
     :class:`attnbook.MultiHeadAttention`. ``causal=True`` turns it into a decoder-only block.
+    Options after ``(d_model, num_heads)`` are keyword-only: ``activation`` (see
+    :class:`FeedForward`), ``bias`` for every ``nn.Linear`` of the attention and the FFN,
+    ``norm_eps`` for both LayerNorms.
+
+    Equivalent to ``torch.nn.TransformerEncoderLayer(d_model, num_heads, d_ff, dropout,
+    batch_first=True, norm_first=norm_first)`` with the same weights.
     """
 
     def __init__(
         self,
         d_model: int,
         num_heads: int,
+        *,
         d_ff: int | None = None,
         dropout: float = 0.0,
         norm_first: bool = True,
         num_kv_heads: int | None = None,
+        activation: str = "relu",
+        bias: bool = True,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        d_ff = _check_dims(d_model, num_heads, d_ff, dropout)
-        self.d_model, self.num_heads, self.d_ff, self.norm_first = d_model, num_heads, d_ff, norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, num_kv_heads=num_kv_heads, dropout=dropout)
-        self.ffn = FeedForward(d_model, d_ff, dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-
-    # torch.nn.TransformerEncoderLayer's names for the FFN weights
-    @property
-    def linear1(self) -> nn.Linear:
-        return self.ffn.linear1
-
-    @property
-    def linear2(self) -> nn.Linear:
-        return self.ffn.linear2
-
-    def _self_attention(self, x, mask, causal, cache, attn_bias, rope, need_weights):
-        return self.self_attn(
-            x, x, x, mask=mask, causal=causal, need_weights=need_weights,
-            cache=cache, attn_bias=attn_bias, rope=rope,
+        d_ff = _check_layer_options(d_model, num_heads, d_ff, dropout, norm_first, activation, bias, norm_eps)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout
         )
+        self._build_common(2, d_model, num_heads, d_ff, dropout, norm_first, activation, bias, norm_eps)
 
     def forward(
         self,
@@ -348,23 +442,24 @@ class EncoderLayer(nn.Module):
         check_ndim("x", x, 3)
         require(
             x.shape[-1] == self.d_model,
-            f"x must have shape (B, T, d_model={self.d_model}), got shape {shape_of(x)}",
+            lambda: f"x must have shape (B, T, d_model={self.d_model}), got shape {shape_of(x)}",
         )
-        if self.norm_first:
-            a, w = self._self_attention(self.norm1(x), mask, causal, cache, attn_bias, rope, need_weights)
-            x = x + self.dropout1(a)  # (B, T, E)
-            x = x + self.dropout2(self.ffn(self.norm2(x)))  # (B, T, E)
-        else:
-            a, w = self._self_attention(x, mask, causal, cache, attn_bias, rope, need_weights)
-            x = self.norm1(x + self.dropout1(a))  # (B, T, E)
-            x = self.norm2(x + self.dropout2(self.ffn(x)))  # (B, T, E)
+
+        def self_attention(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            return self.self_attn(
+                h, h, h, mask=mask, causal=causal, need_weights=need_weights,
+                cache=cache, attn_bias=attn_bias, rope=rope,
+            )
+
+        x, w = self.residuals[0](x, self_attention)  # (B, T, E)
+        x, _ = self.residuals[1](x, self._feed_forward)  # (B, T, E)
         return x, w
 
 
-class DecoderLayer(nn.Module):
+class DecoderLayer(_Layer):
     """One decoder layer: causal self-attention, cross-attention to the encoder's ``memory``,
-    then the FFN; each sublayer with a residual and a LayerNorm (post- or pre-norm, as in
-    :class:`EncoderLayer`). Pre-norm::
+    then the FFN; each in a :class:`Residual` (post- or pre-norm, as in :class:`EncoderLayer`).
+    Pre-norm::
 
         y = y + Dropout(SelfAttn(LN_1(y)))                  causal: position t sees y_{<=t}
         y = y + Dropout(CrossAttn(LN_2(y), memory))         queries from y, keys/values from memory
@@ -372,38 +467,35 @@ class DecoderLayer(nn.Module):
 
     Submodules: ``self_attn``, ``cross_attn`` (``MultiHeadAttention``), ``linear1``, ``linear2``,
     ``norm1..3`` (the names of ``torch.nn.TransformerDecoderLayer``, whose ``multihead_attn`` is
-    our ``cross_attn``).
+    our ``cross_attn``). Keyword-only options as in :class:`EncoderLayer`.
+
+    Equivalent to ``torch.nn.TransformerDecoderLayer(d_model, num_heads, d_ff, dropout,
+    batch_first=True, norm_first=norm_first)(y, memory, tgt_is_causal=True, ...)`` with the same
+    weights.
     """
 
     def __init__(
         self,
         d_model: int,
         num_heads: int,
+        *,
         d_ff: int | None = None,
         dropout: float = 0.0,
         norm_first: bool = True,
         num_kv_heads: int | None = None,
+        activation: str = "relu",
+        bias: bool = True,
+        norm_eps: float = 1e-5,
     ) -> None:
         super().__init__()
-        d_ff = _check_dims(d_model, num_heads, d_ff, dropout)
-        self.d_model, self.num_heads, self.d_ff, self.norm_first = d_model, num_heads, d_ff, norm_first
-        self.self_attn = MultiHeadAttention(d_model, num_heads, num_kv_heads=num_kv_heads, dropout=dropout)
-        self.cross_attn = MultiHeadAttention(d_model, num_heads, num_kv_heads=num_kv_heads, dropout=dropout)
-        self.ffn = FeedForward(d_model, d_ff, dropout)
-        self.norm1 = nn.LayerNorm(d_model)
-        self.norm2 = nn.LayerNorm(d_model)
-        self.norm3 = nn.LayerNorm(d_model)
-        self.dropout1 = nn.Dropout(dropout)
-        self.dropout2 = nn.Dropout(dropout)
-        self.dropout3 = nn.Dropout(dropout)
-
-    @property
-    def linear1(self) -> nn.Linear:
-        return self.ffn.linear1
-
-    @property
-    def linear2(self) -> nn.Linear:
-        return self.ffn.linear2
+        d_ff = _check_layer_options(d_model, num_heads, d_ff, dropout, norm_first, activation, bias, norm_eps)
+        self.self_attn = MultiHeadAttention(
+            d_model, num_heads, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout
+        )
+        self.cross_attn = MultiHeadAttention(
+            d_model, num_heads, num_kv_heads=num_kv_heads, bias=bias, dropout=dropout
+        )
+        self._build_common(3, d_model, num_heads, d_ff, dropout, norm_first, activation, bias, norm_eps)
 
     def forward(
         self,
@@ -429,31 +521,22 @@ class DecoderLayer(nn.Module):
         require(
             y.shape[-1] == self.d_model and memory.shape[-1] == self.d_model
             and memory.shape[0] == y.shape[0],
-            f"y (B, T, d_model={self.d_model}) and memory (B, S, d_model) must share B and E, "
+            lambda: f"y (B, T, d_model={self.d_model}) and memory (B, S, d_model) must share B and E, "
             f"got y {shape_of(y)} and memory {shape_of(memory)}",
         )
 
-        def self_attention(h):
+        def self_attention(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             return self.self_attn(
                 h, h, h, mask=self_mask, causal=True, need_weights=need_weights,
                 cache=cache, attn_bias=attn_bias, rope=rope,
             )
 
-        def cross_attention(h):
+        def cross_attention(h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
             return self.cross_attn(h, memory, memory, mask=memory_mask, need_weights=need_weights)
 
-        if self.norm_first:
-            a, w_self = self_attention(self.norm1(y))
-            y = y + self.dropout1(a)  # (B, T, E)
-            c, w_cross = cross_attention(self.norm2(y))
-            y = y + self.dropout2(c)  # (B, T, E)
-            y = y + self.dropout3(self.ffn(self.norm3(y)))  # (B, T, E)
-        else:
-            a, w_self = self_attention(y)
-            y = self.norm1(y + self.dropout1(a))  # (B, T, E)
-            c, w_cross = cross_attention(y)
-            y = self.norm2(y + self.dropout2(c))  # (B, T, E)
-            y = self.norm3(y + self.dropout3(self.ffn(y)))  # (B, T, E)
+        y, w_self = self.residuals[0](y, self_attention)  # (B, T, E)
+        y, w_cross = self.residuals[1](y, cross_attention)  # (B, T, E)
+        y, _ = self.residuals[2](y, self._feed_forward)  # (B, T, E)
         return y, w_self, w_cross
 
 
@@ -462,12 +545,49 @@ class DecoderLayer(nn.Module):
 # ---------------------------------------------------------------------------------------------
 
 
-class Encoder(nn.Module):
+def _layer_options(o: dict[str, Any]) -> dict[str, Any]:
+    keys = ("d_ff", "dropout", "norm_first", "num_kv_heads", "activation", "bias", "norm_eps")
+    return {k: o[k] for k in keys}
+
+
+class _Stack(nn.Module):
+    """Token embedding, positions, ``num_layers`` layers and the final LayerNorm of pre-norm."""
+
+    def _build_stack(self, layer: type[_Layer], vocab_size: int, d_model: int, num_heads: int,
+                     num_layers: int, options: dict[str, Any]) -> None:
+        _check_layer_options(
+            d_model, num_heads, options["d_ff"], options["dropout"], options["norm_first"],
+            options["activation"], options["bias"], options["norm_eps"],
+        )
+        check_int("num_layers", num_layers)
+        check_bool("scale_embedding", options["scale_embedding"])
+        self.embed = TokenEmbedding(vocab_size, d_model, scale=options["scale_embedding"])
+        self.positions = PositionalScheme(options["positional"], d_model, num_heads, options["max_len"])
+        self.dropout = nn.Dropout(options["dropout"])
+        self.layers = nn.ModuleList(
+            layer(d_model, num_heads, **_layer_options(options)) for _ in range(num_layers)
+        )
+        eps = options["norm_eps"]
+        self.norm = nn.LayerNorm(d_model, eps=eps) if options["norm_first"] else nn.Identity()
+
+    def _build_output(self, d_model: int, vocab_size: int, tie_weights: bool) -> None:
+        check_bool("tie_weights", tie_weights)
+        self.out = nn.Linear(d_model, vocab_size, bias=not tie_weights)
+        if tie_weights:
+            self.out.weight = self.embed.embedding.weight  # one (V, E) matrix: W_out = E
+
+    def new_caches(self) -> CacheList:
+        """One empty KVCache per layer (a list that beam search can reorder)."""
+        return CacheList(KVCache() for _ in self.layers)
+
+
+class Encoder(_Stack):
     """``num_layers`` :class:`EncoderLayer` s over embedded tokens (plus positions), and a final
     LayerNorm when ``norm_first`` (a pre-norm stack's output is otherwise un-normalised).
 
-    ``forward(src (B, S) long, src_key_padding_mask (B, S) bool | None, return_attention)`` ->
-    memory ``(B, S, E)`` (and the per-layer self-attention weights ``(B, H, S, S)``).
+    ``forward(src (B, S) long, src_key_padding_mask (B, S) bool | None, *, return_attention)`` ->
+    memory ``(B, S, E)``, or ``(memory, AttentionWeights(encoder_self=[(B, H, S, S) per layer]))``.
+    Options as in :class:`Transformer` (no ``tie_weights``: an encoder has no output layer).
     """
 
     def __init__(
@@ -476,34 +596,35 @@ class Encoder(nn.Module):
         d_model: int,
         num_heads: int,
         num_layers: int,
+        *,
         d_ff: int | None = None,
         dropout: float = 0.0,
         max_len: int = 512,
-        norm_first: bool = True,
         positional: Positional = "sinusoidal",
+        norm_first: bool = True,
         num_kv_heads: int | None = None,
+        activation: str = "relu",
+        bias: bool = True,
+        norm_eps: float = 1e-5,
+        scale_embedding: bool = True,
     ) -> None:
         super().__init__()
-        _check_int("num_layers", num_layers)
-        self.embed = TokenEmbedding(vocab_size, d_model)
-        self.positions = PositionalScheme(positional, d_model, num_heads, max_len)
-        self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(d_model, num_heads, d_ff, dropout, norm_first, num_kv_heads) for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
+        options = dict(locals())
+        self._build_stack(EncoderLayer, vocab_size, d_model, num_heads, num_layers, options)
 
     def forward(
         self,
         src: torch.Tensor,
         src_key_padding_mask: torch.Tensor | None = None,
+        *,
         return_attention: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, Weights]:
-        _check_tokens("src", src, self.embed.vocab_size)
+    ) -> torch.Tensor | tuple[torch.Tensor, AttentionWeights]:
+        check_bool("return_attention", return_attention)
+        check_token_tensor("src", src)
         B, S = src.shape
-        _check_padding("src_key_padding_mask", src_key_padding_mask, B, S, "src's shape")
+        _check_padding("src_key_padding_mask", src_key_padding_mask, B, S, "src's shape", src.device)
         mask = None if src_key_padding_mask is None else key_padding_to_attn_mask(src_key_padding_mask)
-        x = self.dropout(self.positions.add(self.embed(src)))  # (B, S, E)
+        x = self.dropout(self.positions.add(self.embed(src, name="src")))  # (B, S, E)
         bias = self.positions.bias(S, S, x.device, x.dtype)  # (H, S, S) or None
         weights: Weights = []
         for layer in self.layers:
@@ -511,17 +632,17 @@ class Encoder(nn.Module):
             if return_attention:
                 weights.append(w)
         memory = self.norm(x)  # (B, S, E)
-        return (memory, weights) if return_attention else memory
+        return (memory, AttentionWeights(encoder_self=weights)) if return_attention else memory
 
 
-class Decoder(nn.Module):
+class Decoder(_Stack):
     """``num_layers`` :class:`DecoderLayer` s, a final LayerNorm when ``norm_first``, and the
-    output projection to the vocabulary.
+    output projection to the vocabulary (sharing the token embedding when ``tie_weights``).
 
-    ``forward(tgt_in (B, T), memory (B, S, E), src_key_padding_mask (B, S) | None, caches,
-    return_attention)`` -> logits ``(B, T, V)`` (and the per-layer self and cross weights).
-    With ``caches`` (from :meth:`new_caches`) holding ``P`` earlier steps, ``tgt_in`` holds the
-    next ``T`` tokens only; their positions are ``P .. P+T-1``.
+    ``forward(tgt_in (B, T), memory (B, S, E), src_key_padding_mask (B, S) | None, *, caches,
+    return_attention)`` -> logits ``(B, T, V)``, or ``(logits, AttentionWeights(decoder_self=...,
+    cross=...))``. With ``caches`` (from :meth:`new_caches`) holding ``P`` earlier steps,
+    ``tgt_in`` holds the next ``T`` tokens only; their positions are ``P .. P+T-1``.
     """
 
     def __init__(
@@ -530,48 +651,49 @@ class Decoder(nn.Module):
         d_model: int,
         num_heads: int,
         num_layers: int,
+        *,
         d_ff: int | None = None,
         dropout: float = 0.0,
         max_len: int = 512,
-        norm_first: bool = True,
         positional: Positional = "sinusoidal",
+        norm_first: bool = True,
         num_kv_heads: int | None = None,
+        activation: str = "relu",
+        bias: bool = True,
+        norm_eps: float = 1e-5,
+        scale_embedding: bool = True,
+        tie_weights: bool = False,
     ) -> None:
         super().__init__()
-        _check_int("num_layers", num_layers)
-        self.embed = TokenEmbedding(vocab_size, d_model)
-        self.positions = PositionalScheme(positional, d_model, num_heads, max_len)
-        self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(
-            DecoderLayer(d_model, num_heads, d_ff, dropout, norm_first, num_kv_heads) for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
-        self.out = nn.Linear(d_model, vocab_size)
-
-    def new_caches(self) -> CacheList:
-        """One empty self-attention cache per layer."""
-        return CacheList(KVCache() for _ in self.layers)
+        options = dict(locals())
+        self._build_stack(DecoderLayer, vocab_size, d_model, num_heads, num_layers, options)
+        self._build_output(d_model, vocab_size, tie_weights)
 
     def forward(
         self,
         tgt_in: torch.Tensor,
         memory: torch.Tensor,
         src_key_padding_mask: torch.Tensor | None = None,
+        *,
         caches: list[KVCache] | None = None,
         return_attention: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, Weights, Weights]:
-        _check_tokens("tgt_in", tgt_in, self.embed.vocab_size)
+    ) -> torch.Tensor | tuple[torch.Tensor, AttentionWeights]:
+        check_bool("return_attention", return_attention)
+        check_token_tensor("tgt_in", tgt_in)
         check_ndim("memory", memory, 3)
         B, T = tgt_in.shape
         require(
             memory.shape[0] == B,
-            f"memory must have the batch size of tgt_in, got memory {shape_of(memory)} and "
+            lambda: f"memory must have the batch size of tgt_in, got memory {shape_of(memory)} and "
             f"tgt_in {shape_of(tgt_in)}",
         )
-        _check_padding("src_key_padding_mask", src_key_padding_mask, B, memory.shape[1], "memory's (B, S)")
+        check_same_device("memory", memory, tgt_in.device, other="tgt_in")
+        _check_padding(
+            "src_key_padding_mask", src_key_padding_mask, B, memory.shape[1], "memory's (B, S)", tgt_in.device
+        )
         P = _check_caches(caches, len(self.layers))
         memory_mask = None if src_key_padding_mask is None else key_padding_to_attn_mask(src_key_padding_mask)
-        y = self.dropout(self.positions.add(self.embed(tgt_in), offset=P))  # (B, T, E)
+        y = self.dropout(self.positions.add(self.embed(tgt_in, name="tgt_in"), offset=P))  # (B, T, E)
         bias = self.positions.bias(T, P + T, y.device, y.dtype)  # (H, T, P+T) or None
         self_w: Weights = []
         cross_w: Weights = []
@@ -584,12 +706,68 @@ class Decoder(nn.Module):
                 self_w.append(ws)
                 cross_w.append(wc)
         logits = self.out(self.norm(y))  # (B, T, V)
-        return (logits, self_w, cross_w) if return_attention else logits
+        if return_attention:
+            return logits, AttentionWeights(decoder_self=self_w, cross=cross_w)
+        return logits
 
 
 # ---------------------------------------------------------------------------------------------
 # models
 # ---------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecoderOnlyConfig:
+    """Everything that defines a :class:`DecoderOnly`: ``DecoderOnly.from_config(cfg)`` builds it,
+    ``model.config`` returns it (``d_ff=None`` means ``4 * d_model``). Frozen: derive variants
+    with ``dataclasses.replace(cfg, num_layers=4)``."""
+
+    vocab_size: int
+    d_model: int
+    num_heads: int
+    num_layers: int
+    d_ff: int | None = None
+    dropout: float = 0.0
+    max_len: int = 512
+    positional: Positional = "sinusoidal"
+    norm_first: bool = True
+    num_kv_heads: int | None = None
+    activation: str = "relu"
+    bias: bool = True
+    norm_eps: float = 1e-5
+    scale_embedding: bool = True
+    tie_weights: bool = False
+
+
+@dataclass(frozen=True)
+class TransformerConfig:
+    """Everything that defines a :class:`Transformer` (encoder and decoder share the options):
+    ``Transformer.from_config(cfg)`` builds it, ``model.config`` returns it."""
+
+    src_vocab: int
+    tgt_vocab: int
+    d_model: int
+    num_heads: int
+    num_encoder_layers: int
+    num_decoder_layers: int
+    d_ff: int | None = None
+    dropout: float = 0.0
+    max_len: int = 512
+    positional: Positional = "sinusoidal"
+    norm_first: bool = True
+    num_kv_heads: int | None = None
+    activation: str = "relu"
+    bias: bool = True
+    norm_eps: float = 1e-5
+    scale_embedding: bool = True
+    tie_weights: bool = False
+
+
+def _options(config: Any) -> dict[str, Any]:
+    """The keyword options of a config (everything after the sizes)."""
+    names = ("d_ff", "dropout", "max_len", "positional", "norm_first", "num_kv_heads",
+             "activation", "bias", "norm_eps", "scale_embedding", "tie_weights")
+    return {name: getattr(config, name) for name in names}
 
 
 class Transformer(nn.Module):
@@ -599,13 +777,18 @@ class Transformer(nn.Module):
         logits = Decoder(tgt_in, memory)                        (B, T, V)
         p(y_t | y_<t, x) = softmax(logits[:, t])
 
+    ``Transformer(src_vocab, tgt_vocab, d_model, num_heads, num_encoder_layers,
+    num_decoder_layers, *, d_ff=None, dropout=0.0, max_len=512, positional="sinusoidal",
+    norm_first=True, num_kv_heads=None, activation="relu", bias=True, norm_eps=1e-5,
+    scale_embedding=True, tie_weights=False)``, or ``Transformer.from_config(TransformerConfig(...))``.
     ``src``/``tgt_in`` are ``(B, S)``/``(B, T)`` token ids; ``src_key_padding_mask (B, S)`` is
     True for real source tokens (padding is never attended to, in the encoder or in the
-    cross-attention). Encoder and decoder have their own token embeddings and the same
-    ``positional`` scheme. ``d_ff`` defaults to ``4 * d_model``.
+    cross-attention). Encoder and decoder have their own token embeddings and the same options;
+    ``d_ff`` defaults to ``4 * d_model``; ``tie_weights`` ties the decoder's output projection to
+    its token embedding.
 
-    ``return_attention=True`` returns ``(logits, {"encoder_self": [...], "decoder_self": [...],
-    "cross": [...]})``, each a list over layers of ``(B, H, T, S)`` weights.
+    ``return_attention=True`` returns ``(logits, AttentionWeights)`` with ``encoder_self``,
+    ``decoder_self`` and ``cross``, each a list over layers of ``(B, H, T, S)`` weights.
 
     For decoding with :func:`attnbook.train.greedy_decode` / :func:`~attnbook.train.beam_search`,
     use ``state = model.initial_state(src, src_key_padding_mask)`` and ``step_fn = model.step``.
@@ -619,26 +802,40 @@ class Transformer(nn.Module):
         num_heads: int,
         num_encoder_layers: int,
         num_decoder_layers: int,
+        *,
         d_ff: int | None = None,
         dropout: float = 0.0,
         max_len: int = 512,
-        norm_first: bool = True,
         positional: Positional = "sinusoidal",
+        norm_first: bool = True,
         num_kv_heads: int | None = None,
+        activation: str = "relu",
+        bias: bool = True,
+        norm_eps: float = 1e-5,
+        scale_embedding: bool = True,
+        tie_weights: bool = False,
     ) -> None:
         super().__init__()
-        _check_dims(d_model, num_heads, d_ff, dropout)
-        _check_int("num_encoder_layers", num_encoder_layers)
-        _check_int("num_decoder_layers", num_decoder_layers)
+        given = dict(locals())
+        config = TransformerConfig(**{k: v for k, v in given.items() if k not in ("self", "__class__")})
+        _check_layer_options(d_model, num_heads, d_ff, dropout, norm_first, activation, bias, norm_eps)
+        check_int("num_encoder_layers", num_encoder_layers)
+        check_int("num_decoder_layers", num_decoder_layers)
+        self.config = config
         self.d_model, self.num_heads, self.norm_first, self.positional = d_model, num_heads, norm_first, positional
-        self.encoder = Encoder(
-            src_vocab, d_model, num_heads, num_encoder_layers, d_ff, dropout, max_len,
-            norm_first, positional, num_kv_heads,
+        options = _options(config)
+        encoder_options = {k: v for k, v in options.items() if k != "tie_weights"}
+        self.encoder = Encoder(src_vocab, d_model, num_heads, num_encoder_layers, **encoder_options)
+        self.decoder = Decoder(tgt_vocab, d_model, num_heads, num_decoder_layers, **options)
+
+    @classmethod
+    def from_config(cls, config: TransformerConfig) -> Transformer:
+        """``Transformer(**dataclasses.asdict(config))``."""
+        require(
+            isinstance(config, TransformerConfig),
+            lambda: f"config must be a TransformerConfig, got {type(config).__name__}",
         )
-        self.decoder = Decoder(
-            tgt_vocab, d_model, num_heads, num_decoder_layers, d_ff, dropout, max_len,
-            norm_first, positional, num_kv_heads,
-        )
+        return cls(**asdict(config))
 
     def new_caches(self) -> CacheList:
         """One empty KVCache per decoder layer (for :meth:`decode` one step at a time)."""
@@ -655,30 +852,33 @@ class Transformer(nn.Module):
         tgt_in: torch.Tensor,
         memory: torch.Tensor,
         src_key_padding_mask: torch.Tensor | None = None,
+        *,
         caches: list[KVCache] | None = None,
         return_attention: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Weights]]:
+    ) -> torch.Tensor | tuple[torch.Tensor, AttentionWeights]:
         """``tgt_in (B, T)``, ``memory (B, S, E)`` -> logits ``(B, T, V)`` (and
-        ``{"decoder_self": ..., "cross": ...}`` when ``return_attention``)."""
-        out = self.decoder(tgt_in, memory, src_key_padding_mask, caches, return_attention)
-        if not return_attention:
-            return out
-        logits, self_w, cross_w = out
-        return logits, {"decoder_self": self_w, "cross": cross_w}
+        ``AttentionWeights(decoder_self=..., cross=...)`` when ``return_attention``)."""
+        return self.decoder(
+            tgt_in, memory, src_key_padding_mask, caches=caches, return_attention=return_attention
+        )
 
     def forward(
         self,
         src: torch.Tensor,
         tgt_in: torch.Tensor,
         src_key_padding_mask: torch.Tensor | None = None,
+        *,
         return_attention: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, dict[str, Weights]]:
+    ) -> torch.Tensor | tuple[torch.Tensor, AttentionWeights]:
         """Teacher-forced forward: ``src (B, S)``, ``tgt_in (B, T)`` -> logits ``(B, T, V)``."""
+        check_bool("return_attention", return_attention)
         if not return_attention:
             return self.decode(tgt_in, self.encode(src, src_key_padding_mask), src_key_padding_mask)
-        memory, enc_w = self.encoder(src, src_key_padding_mask, return_attention=True)
-        logits, attn = self.decode(tgt_in, memory, src_key_padding_mask, return_attention=True)
-        return logits, {"encoder_self": enc_w, **attn}
+        memory, enc = self.encoder(src, src_key_padding_mask, return_attention=True)
+        logits, dec = self.decode(tgt_in, memory, src_key_padding_mask, return_attention=True)
+        return logits, AttentionWeights(
+            encoder_self=enc.encoder_self, decoder_self=dec.decoder_self, cross=dec.cross
+        )
 
     # ----- decoding with attnbook.train.greedy_decode / beam_search -----
 
@@ -706,27 +906,41 @@ class Transformer(nn.Module):
         (the caches hold the rest); without, the whole prefix is recomputed."""
         caches = state["caches"]
         tokens = prefix if caches is None else prefix[:, -1:]  # (B, t) or (B, 1)
-        logits, attn = self.decode(tokens, state["memory"], state["src_mask"], caches, return_attention=True)
-        cross = attn["cross"][-1][:, :, -1].mean(dim=1)  # (B, S)
+        logits, attn = self.decode(
+            tokens, state["memory"], state["src_mask"], caches=caches, return_attention=True
+        )
+        cross = attn.cross[-1][:, :, -1].mean(dim=1)  # (B, S)
         return torch.log_softmax(logits[:, -1], dim=-1), state, cross
 
 
-class DecoderOnly(nn.Module):
+class DecoderOnly(_Stack):
     """A decoder-only (GPT-style) language model: causal self-attention blocks, no encoder::
 
         x = Embed(tokens) (+ PE)                                (B, T, E)
         x = Block_l(x) for l = 1..num_layers                    EncoderLayer with causal=True
         logits = W_out LayerNorm(x)                             (B, T, V)
 
+    ``DecoderOnly(vocab_size, d_model, num_heads, num_layers, *, d_ff=None, dropout=0.0,
+    max_len=512, positional="sinusoidal", norm_first=True, num_kv_heads=None, activation="relu",
+    bias=True, norm_eps=1e-5, scale_embedding=True, tie_weights=False)``, or
+    ``DecoderOnly.from_config(DecoderOnlyConfig(...))``; ``model.config`` is its config.
+
     ``positional``: ``"sinusoidal"``/``"learned"`` add to the token embedding; ``"rope"`` rotates
     q, k in every layer; ``"alibi"`` adds ``-m_h |i - j|`` over the ``S = P + T`` keys (cache
     included); ``"none"`` adds nothing. Only ``"learned"`` is limited to ``max_len`` positions
     (``ValueError`` past it). ``num_kv_heads < num_heads`` gives grouped-query attention.
+    ``activation`` is the FFN's (``"relu"``, ``"gelu"``, ``"gelu_tanh"``); ``bias`` applies to every
+    ``nn.Linear`` in attention and FFN; ``norm_eps`` to every LayerNorm;
+    ``scale_embedding=False`` drops the ``sqrt(d_model)`` factor of the token embedding;
+    ``tie_weights=True`` makes the output projection share the token embedding matrix,
+    ``logits = LayerNorm(x) E^T``, with no output bias. GPT-2 is ``positional="learned",
+    activation="gelu_tanh", scale_embedding=False, tie_weights=True``.
 
     ``forward(tokens (B, T), *, key_padding_mask=None, caches=None, return_attention=False)``:
     ``key_padding_mask`` is boolean, True = a real token, with shape ``(B, S)`` for the ``S = P + T``
     keys (``(B, T)`` without caches). ``caches`` from :meth:`new_caches` (filled in place) hold
-    ``P`` earlier steps; the new tokens get positions ``P .. P+T-1``.
+    ``P`` earlier steps; the new tokens get positions ``P .. P+T-1``. Returns the logits, or
+    ``(logits, AttentionWeights(decoder_self=[(B, H, T, P+T) per layer]))``.
     """
 
     def __init__(
@@ -735,30 +949,35 @@ class DecoderOnly(nn.Module):
         d_model: int,
         num_heads: int,
         num_layers: int,
+        *,
         d_ff: int | None = None,
+        dropout: float = 0.0,
         max_len: int = 512,
         positional: Positional = "sinusoidal",
-        dropout: float = 0.0,
         norm_first: bool = True,
         num_kv_heads: int | None = None,
+        activation: str = "relu",
+        bias: bool = True,
+        norm_eps: float = 1e-5,
+        scale_embedding: bool = True,
+        tie_weights: bool = False,
     ) -> None:
         super().__init__()
-        _check_dims(d_model, num_heads, d_ff, dropout)
-        _check_int("num_layers", num_layers)
+        options = dict(locals())
+        self.config = DecoderOnlyConfig(**{k: v for k, v in options.items() if k not in ("self", "__class__")})
         self.vocab_size, self.d_model, self.num_heads = vocab_size, d_model, num_heads
         self.max_len, self.positional, self.norm_first = max_len, positional, norm_first
-        self.embed = TokenEmbedding(vocab_size, d_model)
-        self.positions = PositionalScheme(positional, d_model, num_heads, max_len)
-        self.dropout = nn.Dropout(dropout)
-        self.layers = nn.ModuleList(
-            EncoderLayer(d_model, num_heads, d_ff, dropout, norm_first, num_kv_heads) for _ in range(num_layers)
-        )
-        self.norm = nn.LayerNorm(d_model) if norm_first else nn.Identity()
-        self.out = nn.Linear(d_model, vocab_size)
+        self._build_stack(EncoderLayer, vocab_size, d_model, num_heads, num_layers, options)
+        self._build_output(d_model, vocab_size, tie_weights)
 
-    def new_caches(self) -> CacheList:
-        """One empty KVCache per layer (a list that beam search can reorder)."""
-        return CacheList(KVCache() for _ in self.layers)
+    @classmethod
+    def from_config(cls, config: DecoderOnlyConfig) -> DecoderOnly:
+        """``DecoderOnly(**dataclasses.asdict(config))``."""
+        require(
+            isinstance(config, DecoderOnlyConfig),
+            lambda: f"config must be a DecoderOnlyConfig, got {type(config).__name__}",
+        )
+        return cls(**asdict(config))
 
     def forward(
         self,
@@ -767,14 +986,15 @@ class DecoderOnly(nn.Module):
         key_padding_mask: torch.Tensor | None = None,
         caches: list[KVCache] | None = None,
         return_attention: bool = False,
-    ) -> torch.Tensor | tuple[torch.Tensor, Weights]:
-        """``tokens (B, T)`` -> logits ``(B, T, V)`` (and per-layer weights ``(B, H, T, P+T)``)."""
-        _check_tokens("tokens", tokens, self.vocab_size)
+    ) -> torch.Tensor | tuple[torch.Tensor, AttentionWeights]:
+        """``tokens (B, T)`` -> logits ``(B, T, V)`` (and the weights, see the class docstring)."""
+        check_bool("return_attention", return_attention)
+        check_token_tensor("tokens", tokens)
         B, T = tokens.shape
         P = _check_caches(caches, len(self.layers))
         _check_padding(
             "key_padding_mask", key_padding_mask, B, P + T,
-            "(B, P + T): every key, the cached ones included" if P else "tokens' shape",
+            "(B, P + T): every key, the cached ones included" if P else "tokens' shape", tokens.device,
         )
         mask = None if key_padding_mask is None else key_padding_to_attn_mask(key_padding_mask)
         x = self.dropout(self.positions.add(self.embed(tokens), offset=P))  # (B, T, E)
@@ -788,4 +1008,4 @@ class DecoderOnly(nn.Module):
             if return_attention:
                 weights.append(w)
         logits = self.out(self.norm(x))  # (B, T, V)
-        return (logits, weights) if return_attention else logits
+        return (logits, AttentionWeights(decoder_self=weights)) if return_attention else logits

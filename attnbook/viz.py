@@ -54,6 +54,16 @@ def _check_labels(name: str, labels: Sequence[Any] | None, n: int, what: str, sh
         )
 
 
+def _check_not_empty(name: str, w: np.ndarray, dims: Sequence[str]) -> None:
+    """Every dimension of ``w`` (named by ``dims``, e.g. heads, queries, keys) must be > 0."""
+    empty = [d for d, n in zip(dims, w.shape) if n == 0]
+    if empty:
+        raise ValueError(
+            f"{name} must have at least one of each of {', '.join(dims)}, but has 0 "
+            f"{' and 0 '.join(empty)}: got shape {w.shape}"
+        )
+
+
 def _set_ticks(ax: Axes, axis: str, n: int, labels: Sequence[Any] | None, rotate: bool) -> None:
     """Integer ticks on ``axis`` ('x' or 'y'), labelled with ``labels`` when given."""
     step = 1 if labels is not None and n <= _MAX_TICK_LABELS else max(1, int(np.ceil(n / 10)))
@@ -108,11 +118,13 @@ def attention_heatmap(
     value in its cell with ``fmt``. ``vmin``/``vmax`` fix the colour scale (e.g. 0 and 1 to
     compare several matrices). Draws on ``ax`` (a new figure when ``None``) and returns it.
 
-    Raises ``ValueError`` when ``weights`` is not 2-D or a label list has the wrong length.
+    Raises ``ValueError`` when ``weights`` is not 2-D or empty, or a label list has the wrong
+    length.
     """
     w = to_numpy(weights, "weights")
     if w.ndim != 2:
         raise ValueError(f"weights must be a 2-D (T, S) matrix, got shape {w.shape}")
+    _check_not_empty("weights", w, ("queries", "keys"))
     T, S = w.shape
     _check_labels("x_labels", x_labels, S, "columns (keys)", w.shape)
     _check_labels("y_labels", y_labels, T, "rows (queries)", w.shape)
@@ -160,7 +172,8 @@ def head_grid(
     bottom row. Returns the new ``Figure``; its panels are ``fig.axes[:L * H]`` in row-major
     order (a colour bar, when drawn, is the last axes).
 
-    Raises ``ValueError`` for other shapes or label lists of the wrong length.
+    Raises ``ValueError`` for other shapes, an empty dimension (zero heads, say) or label lists
+    of the wrong length.
     """
     w = to_numpy(weights, "weights")
     if w.ndim == 3:
@@ -169,6 +182,7 @@ def head_grid(
         raise ValueError(
             f"weights must be (L, H, T, S) or (H, T, S), got shape {to_numpy(weights).shape}"
         )
+    _check_not_empty("weights", w, ("layers", "heads", "queries", "keys"))
     L, H, T, S = w.shape
     _check_labels("layer_labels", layer_labels, L, "layers", w.shape)
     _check_labels("head_labels", head_labels, H, "heads", w.shape)
@@ -366,6 +380,8 @@ def plot_curves(
             raise ValueError(
                 f"histories[{label!r}] must be a 1-D list of numbers, got {shape}"
             ) from err
+        if len(y) == 0:
+            raise ValueError(f"histories[{label!r}] must hold at least one value, got an empty curve")
         xs = np.arange(len(y)) if x is None else np.asarray(x, dtype=np.float64)
         if len(xs) != len(y):
             raise ValueError(f"x has {len(xs)} values but histories[{label!r}] has {len(y)}")
@@ -386,3 +402,136 @@ def plot_curves(
         ax.legend(frameon=False)
     ax.grid(alpha=0.3)
     return ax
+
+
+# ---------------------------------------------------------------------------------------------
+# Model diagrams
+# ---------------------------------------------------------------------------------------------
+
+# Okabe-Ito colours (colour-blind safe), light fills for the boxes of a diagram
+_DIAGRAM_FILL = {
+    "embed": "#cdeee3",   # bluish green
+    "norm": "#f6f0b0",    # yellow
+    "attn": "#fadcaa",    # orange
+    "ffn": "#cfe8f7",     # sky blue
+    "out": "#ecd3e3",     # reddish purple
+    "io": "#ffffff",
+}
+
+
+def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, kind: str) -> Any:
+    from matplotlib.patches import FancyBboxPatch
+
+    patch = FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
+                           facecolor=_DIAGRAM_FILL[kind], edgecolor="#333333", linewidth=1.0)
+    patch.set_gid(kind)
+    ax.add_patch(patch)
+    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+    return patch
+
+
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], **kw: Any) -> None:
+    ax.annotate("", xy=end, xytext=start,
+                arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.0, "shrinkA": 0,
+                            "shrinkB": 0, **kw})
+
+
+def _plus(ax: Axes, x: float, y: float) -> None:
+    from matplotlib.patches import Circle
+
+    ax.add_patch(Circle((x, y), 0.13, facecolor="white", edgecolor="#333333", linewidth=1.0))
+    ax.text(x, y, "+", ha="center", va="center", fontsize=11)
+
+
+def decoder_only_diagram(
+    *,
+    num_layers: int | str = "N",
+    positional: str = "learned",
+    scale_embedding: bool = True,
+    tied: bool = False,
+    ax: Axes | None = None,
+) -> Axes:
+    """A decoder-only (GPT-style) Transformer drawn bottom to top: tokens, token embedding and
+    positions, ``num_layers`` pre-norm blocks (LayerNorm -> masked multi-head self-attention ->
+    residual add; LayerNorm -> FFN -> residual add), the final LayerNorm, the output projection
+    (``E^T`` when ``tied``) and the softmax over the next token. ``scale_embedding`` marks the
+    ``sqrt(d)`` factor of the token embedding.
+
+    ``positional`` is ``"learned"``/``"sinusoidal"`` (added to the embedding), ``"rope"`` or
+    ``"alibi"`` (inside attention) or ``"none"``. Returns the ``Axes`` (its boxes are patches
+    with gids ``embed``, ``norm``, ``attn``, ``ffn``, ``out``, ``io``).
+    """
+    schemes = ("learned", "sinusoidal", "rope", "alibi", "none")
+    if positional not in schemes:
+        raise ValueError(f"positional must be one of {schemes}, got {positional!r}")
+    if not (isinstance(num_layers, str) or (isinstance(num_layers, int) and num_layers >= 1)):
+        raise ValueError(f"num_layers must be an int >= 1 or a label, got {num_layers!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.2, 7.6), layout="constrained")
+    w, h, x = 3.0, 0.46, 0.0
+    y = 0.0
+    _box(ax, x, y, w, h, "tokens $y_1 \\dots y_T$", "io")
+    y += 0.85
+    _arrow(ax, (x, y - 0.85 + h / 2), (x, y - h / 2))
+    scale = " $\\times\\sqrt{d}$" if scale_embedding else ""
+    _box(ax, x, y, w, h, f"token embedding $E[y_t]${scale}", "embed")
+    if positional in ("learned", "sinusoidal"):
+        y += 0.75
+        _arrow(ax, (x, y - 0.75 + h / 2), (x, y - 0.13))
+        _plus(ax, x, y)
+        label = "learned $p_t$" if positional == "learned" else "sinusoidal $p_t$"
+        _box(ax, x + 2.35, y, 1.4, h, label, "embed")
+        _arrow(ax, (x + 2.35 - 0.7, y), (x + 0.13, y))
+        below = y + 0.13
+    else:
+        below = y + h / 2
+    # the repeated block
+    top_of_stack = below + 0.35
+    y = top_of_stack
+    block_bottom = y
+    attn_text = "masked multi-head\nself-attention"
+    if positional == "rope":
+        attn_text += " (RoPE)"
+    elif positional == "alibi":
+        attn_text += " (ALiBi)"
+    for kind, text in (("attn", attn_text), ("ffn", "feed-forward (FFN)")):
+        stream_in = y
+        y += 0.55
+        _arrow(ax, (x, stream_in), (x, y - h / 2))
+        _box(ax, x, y, w * 0.7, h, "LayerNorm", "norm")
+        y += 0.8
+        _arrow(ax, (x, y - 0.8 + h / 2), (x, y - 0.32))
+        _box(ax, x, y, w, 0.62 if "\n" in text else h, text, kind)
+        y += 0.75
+        _arrow(ax, (x, y - 0.75 + 0.31), (x, y - 0.13))
+        _plus(ax, x, y)
+        # the residual path around the sublayer
+        side = x - w / 2 - 0.35
+        ax.plot([x, side, side], [stream_in + 0.1, stream_in + 0.1, y], color="#333333", lw=1.0)
+        _arrow(ax, (side, y), (x - 0.13, y))
+        y += 0.13
+    block_top = y + 0.1
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x - w / 2 - 0.6, block_bottom - 0.05), w + 1.2, block_top - block_bottom + 0.1,
+                           fill=False, linestyle="--", edgecolor="#777777", linewidth=1.0))
+    ax.text(x + w / 2 + 0.7, (block_bottom + block_top) / 2, f"$\\times$ {num_layers}", fontsize=12,
+            ha="left", va="center")
+    ax.plot([x, x], [below, block_bottom], color="#333333", lw=1.0)
+    y = block_top + 0.55
+    _arrow(ax, (x, block_top - 0.1), (x, y - h / 2))
+    _box(ax, x, y, w * 0.7, h, "final LayerNorm", "norm")
+    y += 0.8
+    _arrow(ax, (x, y - 0.8 + h / 2), (x, y - h / 2))
+    _box(ax, x, y, w, h, "linear $E^\\top$ (tied)" if tied else "linear $W_{out}$", "out")
+    y += 0.8
+    _arrow(ax, (x, y - 0.8 + h / 2), (x, y - h / 2))
+    _box(ax, x, y, w, h, "softmax: $p(y_{t+1} \\mid y_{\\leq t})$", "io")
+    ax.set_xlim(x - w / 2 - 0.9, x + w / 2 + 1.6)
+    ax.set_ylim(-0.5, y + 0.5)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return ax
+
+
+__all__ += ["decoder_only_diagram"]

@@ -278,13 +278,15 @@ def head_explorer(
     ``(H, T, S)``: one layer, no layer slider). Every picture uses the colour scale of the
     whole tensor so heads compare. Returns the :class:`Explorer` (controls ``layer``, ``head``).
 
-    Raises ``ValueError`` for other shapes or label lists of the wrong length.
+    Raises ``ValueError`` for other shapes, an empty dimension (zero heads, say) or label lists
+    of the wrong length.
     """
     w = viz.to_numpy(weights, "weights")
     if w.ndim == 3:
         w = w[None]
     if w.ndim != 4:
         raise ValueError(f"weights must be (L, H, T, S) or (H, T, S), got shape {viz.to_numpy(weights).shape}")
+    viz._check_not_empty("weights", w, ("layers", "heads", "queries", "keys"))
     L, H, T, S = w.shape
     viz._check_labels("layer_labels", layer_labels, L, "layers", w.shape)
     viz._check_labels("head_labels", head_labels, H, "heads", w.shape)

@@ -2,6 +2,7 @@
 
     .venv/bin/python benchmarks/attention.py            # full run (a few minutes on 2 cores)
     .venv/bin/python benchmarks/attention.py --quick    # smaller sizes, a smoke test
+    python3 benchmarks/attention.py --device cuda --dtype bfloat16   # on a GPU (benchmarks/gpu.sh)
 
 Prints ONE Markdown table and then the performance targets with PASS/MISS. Every row is the
 median of ``--repeats`` calls after a warm-up call; the candidates of one group (same size, same
@@ -55,11 +56,22 @@ IMPLEMENTATIONS: dict[str, Callable[..., torch.Tensor]] = {
 }
 
 
+# where and in what precision the tensors live (set by --device and --dtype)
+DEVICE = torch.device("cpu")
+DTYPE = torch.float32
+
+
+def _randn(*shape: int, generator: torch.Generator, requires_grad: bool = False) -> torch.Tensor:
+    """Random numbers drawn on the CPU (the same on every device), then moved to DEVICE/DTYPE."""
+    x = torch.randn(*shape, generator=generator).to(device=DEVICE, dtype=DTYPE)
+    return x.requires_grad_(requires_grad)
+
+
 def attention_callables(n: int, train: bool, causal: bool, names: list[str]) -> dict[str, Callable]:
     """One zero-argument callable per implementation: forward, or forward + backward."""
     g = torch.Generator().manual_seed(n)
-    q, k, v = (torch.randn(B, H, n, D, generator=g, requires_grad=train) for _ in range(3))
-    grad_out = torch.randn(B, H, n, D, generator=g)
+    q, k, v = (_randn(B, H, n, D, generator=g, requires_grad=train) for _ in range(3))
+    grad_out = _randn(B, H, n, D, generator=g)
 
     def make(f: Callable[..., torch.Tensor]) -> Callable[[], None]:
         if not train:
@@ -74,19 +86,20 @@ def mha_callables(n: int, train: bool) -> dict[str, Callable]:
     from attnbook import MultiHeadAttention
 
     torch.manual_seed(0)
-    ours = MultiHeadAttention(E, H)
-    ref = nn.MultiheadAttention(E, H, batch_first=True)
+    ours = MultiHeadAttention(E, H).to(device=DEVICE, dtype=DTYPE)
+    ref = nn.MultiheadAttention(E, H, batch_first=True).to(device=DEVICE, dtype=DTYPE)
     with torch.no_grad():  # copy the weights so both compute the same function
         ref.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
         ref.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
         ref.out_proj.weight.copy_(ours.out_proj.weight)
         ref.out_proj.bias.copy_(ours.out_proj.bias)
-    x = torch.randn(B, n, E, generator=torch.Generator().manual_seed(n))  # (B, n, E)
+    x = _randn(B, n, E, generator=torch.Generator().manual_seed(n))  # (B, n, E)
     with torch.no_grad():
         ours.eval(), ref.eval()
         diff = (ours(x, need_weights=False)[0] - ref(x, x, x, need_weights=False)[0]).abs().max()
-    assert diff < 1e-4, f"MultiHeadAttention and nn.MultiheadAttention differ by {diff:.2e}"
-    grad_out = torch.randn(B, n, E, generator=torch.Generator().manual_seed(n + 1))
+    tol = 1e-4 if DTYPE == torch.float32 else 5e-2  # half precision rounds differently
+    assert diff < tol, f"MultiHeadAttention and nn.MultiheadAttention differ by {diff:.2e}"
+    grad_out = _randn(B, n, E, generator=torch.Generator().manual_seed(n + 1))
 
     if train:
         ours.train(), ref.train()
@@ -124,8 +137,13 @@ def machine() -> str:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         cpu = platform.processor() or cpu
+    where = f"{cpu}, {torch.get_num_threads()} torch threads"
+    if DEVICE.type == "cuda":
+        props = torch.cuda.get_device_properties(DEVICE)
+        where = (f"{props.name} ({props.total_memory / 2**30:.0f} GiB, CUDA {torch.version.cuda}), "
+                 f"host {cpu}")
     return (
-        f"{cpu}, {torch.get_num_threads()} torch threads, torch {torch.__version__}, "
+        f"{where}, torch {torch.__version__}, {str(DTYPE).removeprefix('torch.')}, "
         f"Python {platform.python_version()}, {platform.system()} {platform.machine()}"
     )
 
@@ -135,7 +153,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="n in {256, 1024}, memory up to 2048")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per row (default 5, quick 3)")
     parser.add_argument("--no-mha", action="store_true", help="skip the MultiHeadAttention rows")
+    parser.add_argument("--device", default="cpu", help="cpu (default), cuda, cuda:1, mps ...")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float16", "bfloat16"],
+                        help="precision of the inputs and weights (default float32)")
     args = parser.parse_args(argv)
+    global DEVICE, DTYPE
+    DEVICE, DTYPE = torch.device(args.device), getattr(torch, args.dtype)
+    if DEVICE.type == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: this machine has no CUDA device")
     sizes = [256, 1024] if args.quick else [256, 1024, 4096]
     memory_only = 2048 if args.quick else 8192
     repeats = args.repeats or (3 if args.quick else 5)
@@ -150,10 +175,12 @@ def main(argv: list[str] | None = None) -> int:
         label = ", ".join(f"{k}={v}" for k, v in params.items())
         print(f"# measuring {label}: {', '.join(fns)}", file=sys.stderr, flush=True)
         if timed:
-            results.extend(bench.compare(fns, repeats=repeats, warmup=1, memory=True, **params))
+            results.extend(bench.compare(fns, repeats=repeats, warmup=1, memory=True,
+                                         device=DEVICE, **params))
         else:  # memory only: one call each, no timing
             results.extend(
-                bench.Result(name, (), bench.measure_peak_memory(fn, warmup=0), "cpu", dict(params))
+                bench.Result(name, (), bench.measure_peak_memory(fn, warmup=0, device=DEVICE),
+                             str(DEVICE), dict(params))
                 for name, fn in fns.items()
             )
 

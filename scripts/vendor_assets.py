@@ -15,11 +15,14 @@ Each package is a registry tarball pinned by version and by its npm ``integrity`
 (``sha512-...``). Tarballs are cached in ``_vendor/`` (gitignored); a cached file whose hash does
 not match is fetched again, and a download whose hash does not match is an error. The chosen files
 are unpacked into ``book/_static/vendor/<name>/`` (gitignored), which ``_config.yml`` puts on
-Sphinx's ``html_static_path``. A ``manifest.json`` there records what was unpacked, so a second
-run with nothing changed only re-hashes the cache.
+Sphinx's ``html_static_path``. A ``manifest.json`` there records what was unpacked: the
+package, version and integrity, and the sha256 of every file as it came out of the verified
+tarball. ``--check`` (and every run, before deciding to unpack again) verifies every file against
+it, so a file changed, removed or added after unpacking is caught; a second run with nothing
+changed only re-hashes.
 
     python scripts/vendor_assets.py            # fetch (if needed) and unpack
-    python scripts/vendor_assets.py --check    # exit 1 unless book/_static/vendor is up to date
+    python scripts/vendor_assets.py --check    # exit 1 unless every vendored file is as unpacked
 
 The registry is ``https://registry.npmjs.org`` unless ``NPM_CONFIG_REGISTRY`` says otherwise.
 """
@@ -173,21 +176,52 @@ def manifest_entry(pkg: Package) -> dict[str, str]:
     return {"name": pkg.name, "version": pkg.version, "integrity": pkg.integrity}
 
 
-def up_to_date(pkg: Package) -> bool:
-    manifest = DEST / pkg.dest / MANIFEST
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def problems(pkg: Package) -> list[str]:
+    """What is wrong with ``book/_static/vendor/<dest>/`` (empty when it is up to date).
+
+    The manifest must name this package's pinned version and integrity, and every file it
+    lists must be there with the sha256 recorded when it was unpacked from the verified
+    tarball; a file the manifest does not list is reported too.
+    """
+    target = DEST / pkg.dest
+    manifest = target / MANIFEST
     if not manifest.is_file():
-        return False
+        return [f"{pkg.name}@{pkg.version} is not unpacked in {DEST.relative_to(ROOT)}"]
     try:
         recorded = json.loads(manifest.read_text())
     except json.JSONDecodeError:
-        return False
+        return [f"{manifest.relative_to(ROOT)} is not valid JSON"]
     if {k: recorded.get(k) for k in ("name", "version", "integrity")} != manifest_entry(pkg):
-        return False
-    return all((DEST / pkg.dest / rel).is_file() for rel in recorded.get("files", []))
+        return [f"{manifest.relative_to(ROOT)} does not record {pkg.name}@{pkg.version} "
+                f"with its pinned integrity"]
+    files = recorded.get("files")
+    if not isinstance(files, dict) or not files:
+        return [f"{manifest.relative_to(ROOT)} records no sha256 per file (an old manifest)"]
+    out = []
+    for rel, digest in sorted(files.items()):
+        path = target / rel
+        if not path.is_file():
+            out.append(f"{path.relative_to(ROOT)} is missing")
+        elif sha256(path.read_bytes()) != digest:
+            out.append(f"{path.relative_to(ROOT)} does not match its recorded sha256")
+    listed = set(files) | {MANIFEST}
+    for path in sorted(p for p in target.rglob("*") if p.is_file()):
+        if path.relative_to(target).as_posix() not in listed:
+            out.append(f"{path.relative_to(ROOT)} is not in the manifest")
+    return out
+
+
+def up_to_date(pkg: Package) -> bool:
+    return not problems(pkg)
 
 
 def unpack(pkg: Package, files: dict[str, bytes]) -> None:
-    """Replace ``book/_static/vendor/<dest>/`` with ``files`` and write its manifest."""
+    """Replace ``book/_static/vendor/<dest>/`` with ``files`` and write its manifest, which
+    records the sha256 of every file as it came out of the verified tarball."""
     target = DEST / pkg.dest
     if target.exists():
         shutil.rmtree(target)
@@ -195,7 +229,7 @@ def unpack(pkg: Package, files: dict[str, bytes]) -> None:
         path = target / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(content)
-    entry = manifest_entry(pkg) | {"files": sorted(files)}
+    entry = manifest_entry(pkg) | {"files": {rel: sha256(files[rel]) for rel in sorted(files)}}
     (target / MANIFEST).write_text(json.dumps(entry, indent=1) + "\n")
 
 
@@ -207,10 +241,11 @@ def main(argv: list[str] | None = None) -> int:
     registry = os.environ.get("NPM_CONFIG_REGISTRY") or os.environ.get("npm_config_registry") \
         or "https://registry.npmjs.org"
 
-    stale = [pkg for pkg in PACKAGES if not up_to_date(pkg)]
+    found = {pkg.name: problems(pkg) for pkg in PACKAGES}
+    stale = [pkg for pkg in PACKAGES if found[pkg.name]]
     if args.check:
         for pkg in stale:
-            print(f"{pkg.name}@{pkg.version} is not unpacked in {DEST.relative_to(ROOT)}")
+            print("\n".join(found[pkg.name]))
         return 1 if stale else 0
     for pkg in stale:
         files = members(pkg, fetch(pkg, registry))

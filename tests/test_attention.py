@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from helpers import close, randn, softmax_loop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
@@ -21,24 +22,7 @@ from attnbook.attention import (
 )
 from attnbook.functional import causal_mask, key_padding_to_attn_mask, padding_mask
 from attnbook.positional import RotaryEmbedding, alibi_bias
-
-
-def _randn(*shape, device="cpu", dtype=torch.float32, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
-
-
-def _close(actual, expected, tol):
-    torch.testing.assert_close(actual.detach().cpu().double(), expected.detach().cpu().double(), **tol)
-
-
-def _softmax_loop(row: list[float], keep: list[bool]) -> list[float]:
-    kept = [x for x, m in zip(row, keep) if m]
-    if not kept:
-        return [0.0] * len(row)
-    top = max(kept)
-    z = sum(math.exp(x - top) for x in kept)
-    return [math.exp(x - top) / z if m else 0.0 for x, m in zip(row, keep)]
+from attnbook.transformer import CacheList
 
 
 def _w(lin: nn.Linear) -> torch.Tensor:
@@ -60,7 +44,7 @@ def _rnn_loop(score, query, keys, values, mask):
     wts = torch.zeros(B, T, S, dtype=torch.float64)
     for b in range(B):
         for t in range(T):
-            a = _softmax_loop([score(q[b, t], k[b, s]) for s in range(S)], keep[b, t].tolist())
+            a = softmax_loop([score(q[b, t], k[b, s]) for s in range(S)], keep[b, t].tolist())
             for s in range(S):
                 wts[b, t, s] = a[s]
                 ctx[b, t] += a[s] * v[b, s]
@@ -99,9 +83,9 @@ def test_rnn_attention_matches_loop(device, dtype, tol, kind, form, mask_kind):
     torch.manual_seed(0)
     mod = _rnn_modules()[kind]().to(device=device, dtype=dtype)
     B, T, S = 3, 4, 5
-    query = _randn(B, T, mod.query_dim, device=device, dtype=dtype, seed=1)
-    keys = _randn(B, S, mod.key_dim, device=device, dtype=dtype, seed=2)
-    values = _randn(B, S, 3, device=device, dtype=dtype, seed=3)
+    query = randn(B, T, mod.query_dim, device=device, dtype=dtype, seed=1)
+    keys = randn(B, S, mod.key_dim, device=device, dtype=dtype, seed=2)
+    values = randn(B, S, 3, device=device, dtype=dtype, seed=3)
     mask = None
     if mask_kind == "B,S":
         mask = padding_mask(torch.tensor([5, 2, 0]), S).to(device)  # batch 2: every key masked
@@ -119,8 +103,8 @@ def test_rnn_attention_matches_loop(device, dtype, tol, kind, form, mask_kind):
         assert context.shape == (B, T, 3) and weights.shape == (B, T, S)
         ref_c, ref_w = _rnn_loop(_scores(mod), query, keys, values, ref_mask)
     assert context.dtype == dtype and torch.isfinite(context).all()
-    _close(context, ref_c, tol)
-    _close(weights, ref_w, tol)
+    close(context, ref_c, tol)
+    close(weights, ref_w, tol)
 
 
 @pytest.mark.parametrize("kind", list(_rnn_modules()))
@@ -128,7 +112,7 @@ def test_projected_keys_give_the_same_result_step_by_step(kind):
     torch.manual_seed(1)
     mod = _rnn_modules()[kind]()
     B, T, S = 2, 4, 6
-    query, keys, values = _randn(B, T, mod.query_dim, seed=4), _randn(B, S, mod.key_dim, seed=5), _randn(B, S, 3, seed=6)
+    query, keys, values = randn(B, T, mod.query_dim, seed=4), randn(B, S, mod.key_dim, seed=5), randn(B, S, 3, seed=6)
     mask = padding_mask(torch.tensor([6, 3]), S)
     full_c, full_w = mod(query, keys, values, mask)
     pk = mod.project_keys(keys)
@@ -142,7 +126,7 @@ def test_projected_keys_give_the_same_result_step_by_step(kind):
 
 def test_rnn_attention_fully_masked_gradients_are_finite():
     mod = AdditiveAttention(4, 4, 8)
-    query, keys = _randn(2, 4, seed=7).requires_grad_(True), _randn(2, 5, 4, seed=8).requires_grad_(True)
+    query, keys = randn(2, 4, seed=7).requires_grad_(True), randn(2, 5, 4, seed=8).requires_grad_(True)
     mask = torch.tensor([[True] * 5, [False] * 5])
     c, w = mod(query, keys, keys, mask)
     assert bool((c[1] == 0).all()) and bool((w[1] == 0).all())
@@ -167,12 +151,12 @@ def test_attentional_output_matches_formula(device, dtype, tol, form):
     torch.manual_seed(2)
     mod = AttentionalOutput(5, 3, 7).to(device=device, dtype=dtype)
     lead = (2,) if form == "B" else (2, 4)
-    c, s = _randn(*lead, 5, device=device, dtype=dtype, seed=9), _randn(*lead, 3, device=device, dtype=dtype, seed=10)
+    c, s = randn(*lead, 5, device=device, dtype=dtype, seed=9), randn(*lead, 3, device=device, dtype=dtype, seed=10)
     out = mod(c, s)
     assert out.shape == (*lead, 7) and mod.W_c.bias is None
     W = _w(mod.W_c)
     ref = torch.tanh(torch.cat((c.cpu().double(), s.cpu().double()), -1) @ W.T)
-    _close(out, ref, tol)
+    close(out, ref, tol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -254,9 +238,9 @@ def test_mha_matches_torch_multihead_attention(attn, masking, need_weights, bias
     m = MultiHeadAttention(E, H, bias=bias, kdim=kdim, vdim=vdim).eval()
     _randomise_biases(m)
     ref = _to_torch_mha(m)
-    x = _randn(B, T, E, seed=11)
-    key = x if attn == "self" else _randn(B, S, kdim, seed=12)
-    value = x if attn == "self" else _randn(B, S, vdim, seed=13)
+    x = randn(B, T, E, seed=11)
+    key = x if attn == "self" else randn(B, S, kdim, seed=12)
+    value = x if attn == "self" else randn(B, S, vdim, seed=13)
     pad = padding_mask(torch.tensor([S, S - 2, 1]), S)  # (B, S), True = real token
     use_pad = masking in ("key_padding", "both")
     causal = masking in ("causal", "both")
@@ -305,7 +289,7 @@ def _build(config: str, E=16, H=4, seed=4, dtype=torch.float32, device="cpu"):
 def test_mha_matches_float64_reference(device, dtype, tol, config, need_weights, causal):
     B, T, E, H = 2, 6, 16, 4
     m, rope, alibi = _build(config, E, H, dtype=dtype, device=device)
-    x = _randn(B, T, E, device=device, dtype=dtype, seed=14)
+    x = randn(B, T, E, device=device, dtype=dtype, seed=14)
     mask = torch.rand(B, 1, T, T, generator=torch.Generator().manual_seed(0)) > 0.3
     mask[0, 0, 2] = False  # a fully masked query row
     mask = mask.to(device)
@@ -313,17 +297,17 @@ def test_mha_matches_float64_reference(device, dtype, tol, config, need_weights,
     out, w = m(x, mask=mask, causal=causal, need_weights=need_weights, attn_bias=bias, rope=rope)
     ref, ref_w = _mha_reference(m, x, mask=mask, causal=causal, bias=bias, rope=rope)
     assert out.dtype == dtype and torch.isfinite(out).all()
-    _close(out, ref, tol)
+    close(out, ref, tol)
     if need_weights:
-        _close(w, ref_w, tol)
+        close(w, ref_w, tol)
     # the fully masked row attends to nothing: its output is out_proj's bias
-    _close(out[0, 2], m.out_proj.bias.detach().cpu().double(), tol)
+    close(out[0, 2], m.out_proj.bias.detach().cpu().double(), tol)
 
 
 @pytest.mark.parametrize("config", ["mha", "gqa+rope", "alibi"])
 def test_need_weights_true_and_false_agree(config):
     m, rope, alibi = _build(config)
-    x = _randn(2, 7, 16, seed=15)
+    x = randn(2, 7, 16, seed=15)
     for causal in (False, True):
         for mask in (None, key_padding_to_attn_mask(padding_mask(torch.tensor([7, 4]), 7))):
             bias = alibi_bias(4, 7, 7) if alibi else None
@@ -335,7 +319,7 @@ def test_need_weights_true_and_false_agree(config):
 
 def test_fully_masked_rows_no_nan_on_both_paths_and_gradients():
     m, _, _ = _build("gqa")
-    x = _randn(2, 5, 16, seed=16).requires_grad_(True)
+    x = randn(2, 5, 16, seed=16).requires_grad_(True)
     mask = torch.ones(2, 4, 5, 5, dtype=torch.bool)
     mask[1, :, 3] = False  # query 3 of batch 1 sees nothing in any head
     mask[0, 2, 0] = False  # query 0 of batch 0 sees nothing in head 2 only
@@ -360,12 +344,12 @@ def test_fully_masked_rows_no_nan_on_both_paths_and_gradients():
 def test_self_attention_is_permutation_equivariant(T, data, need_weights):
     m, _, _ = _build("gqa")
     perm = torch.tensor(data.draw(st.permutations(range(T))))
-    x = _randn(2, T, 16, seed=data.draw(st.integers(0, 1000)))
+    x = randn(2, T, 16, seed=data.draw(st.integers(0, 1000)))
     out, _ = m(x, need_weights=need_weights)
     out_p, _ = m(x[:, perm], need_weights=need_weights)
     torch.testing.assert_close(out_p, out[:, perm], rtol=1e-5, atol=1e-5)
     # cross-attention: permuting the memory (keys and values together) changes nothing
-    mem = _randn(2, 5, 16, seed=T)
+    mem = randn(2, 5, 16, seed=T)
     mperm = torch.randperm(5, generator=torch.Generator().manual_seed(T))
     torch.testing.assert_close(m(x, mem)[0], m(x, mem[:, mperm])[0], rtol=1e-5, atol=1e-5)
 
@@ -375,9 +359,9 @@ def test_self_attention_is_permutation_equivariant(T, data, need_weights):
 def test_causal_output_ignores_the_future(t, config, need_weights):
     m, rope, alibi = _build(config)
     T = 7
-    x = _randn(2, T, 16, seed=17)
+    x = randn(2, T, 16, seed=17)
     y = x.clone()
-    y[:, t + 1:] = _randn(2, T - t - 1, 16, seed=18)
+    y[:, t + 1:] = randn(2, T - t - 1, 16, seed=18)
     bias = alibi_bias(4, T, T) if alibi else None
     a, _ = m(x, causal=True, rope=rope, attn_bias=bias, need_weights=need_weights)
     b, _ = m(y, causal=True, rope=rope, attn_bias=bias, need_weights=need_weights)
@@ -390,7 +374,7 @@ def test_causal_output_ignores_the_future(t, config, need_weights):
 def test_padding_does_not_change_unpadded_outputs(need_weights):
     m, rope, _ = _build("gqa+rope")
     lengths = [6, 3, 1]
-    x = _randn(3, 6, 16, seed=19)
+    x = randn(3, 6, 16, seed=19)
     mask = key_padding_to_attn_mask(padding_mask(torch.tensor(lengths), 6))
     out, _ = m(x, mask=mask, rope=rope, need_weights=need_weights)
     junk = x.clone()
@@ -409,7 +393,7 @@ def test_padding_does_not_change_unpadded_outputs(need_weights):
 def test_kv_cache_decoding_equals_full_causal_forward(config, chunks, need_weights):
     m, rope, alibi = _build(config)
     T, H = 9, 4
-    x = _randn(2, T, 16, seed=20)
+    x = randn(2, T, 16, seed=20)
     full, full_w = m(x, causal=True, rope=rope, attn_bias=alibi_bias(H, T, T) if alibi else None, need_weights=True)
     cache, outs, P = KVCache(), [], 0
     assert cache.length == 0 and cache.k is None
@@ -427,20 +411,20 @@ def test_kv_cache_decoding_equals_full_causal_forward(config, chunks, need_weigh
 
 def test_kv_cache_update_reorder_reset():
     cache = KVCache()
-    k1, v1 = _randn(3, 2, 4, 5, seed=21), _randn(3, 2, 4, 6, seed=22)
+    k1, v1 = randn(3, 2, 4, 5, seed=21), randn(3, 2, 4, 6, seed=22)
     k_all, v_all = cache.update(k1, v1)
     assert torch.equal(k_all, k1) and cache.length == 4
-    k2, v2 = _randn(3, 2, 1, 5, seed=23), _randn(3, 2, 1, 6, seed=24)
+    k2, v2 = randn(3, 2, 1, 5, seed=23), randn(3, 2, 1, 6, seed=24)
     k_all, v_all = cache.update(k2, v2)
     assert torch.equal(k_all, torch.cat((k1, k2), 2)) and torch.equal(v_all, torch.cat((v1, v2), 2))
     cache.reorder(torch.tensor([2, 2, 0]))
     assert torch.equal(cache.k[0], k_all[2]) and torch.equal(cache.v[2], v_all[0]) and cache.length == 5
     with pytest.raises(ValueError, match="k_new"):
-        cache.update(_randn(2, 2, 1, 5), _randn(2, 2, 1, 6))  # wrong batch size
+        cache.update(randn(2, 2, 1, 5), randn(2, 2, 1, 6))  # wrong batch size
     with pytest.raises(ValueError, match="k_new"):
-        cache.update(_randn(3, 2, 1, 4), _randn(3, 2, 1, 6))  # wrong head dim
+        cache.update(randn(3, 2, 1, 4), randn(3, 2, 1, 6))  # wrong head dim
     with pytest.raises(ValueError, match="dtype"):
-        cache.update(_randn(3, 2, 1, 5, dtype=torch.float64), _randn(3, 2, 1, 6, dtype=torch.float64))
+        cache.update(randn(3, 2, 1, 5, dtype=torch.float64), randn(3, 2, 1, 6, dtype=torch.float64))
     cache.reset()
     assert cache.length == 0 and cache.k is None and cache.v is None
 
@@ -458,7 +442,7 @@ def test_gqa_equals_mha_with_repeated_key_value_heads():
             src, dst = getattr(gqa, name), getattr(mha, name)
             dst.weight.copy_(src.weight.view(H_kv, D, E).repeat_interleave(groups, 0).reshape(E, E))
             dst.bias.copy_(src.bias.view(H_kv, D).repeat_interleave(groups, 0).reshape(E))
-    x = _randn(2, 6, E, seed=25)
+    x = randn(2, 6, E, seed=25)
     for need_weights in (False, True):
         a, wa = gqa(x, causal=True, need_weights=need_weights)
         b, wb = mha(x, causal=True, need_weights=need_weights)
@@ -475,7 +459,7 @@ def test_gqa_without_sdpa_enable_gqa_repeats_heads(monkeypatch):
     import attnbook.attention as attention
 
     m, rope, _ = _build("gqa+rope")
-    x = _randn(2, 6, 16, seed=31)
+    x = randn(2, 6, 16, seed=31)
     ref, _ = _mha_reference(m, x, causal=True, rope=rope)
     monkeypatch.setattr(attention, "_SDPA_HAS_GQA", False)
     out, _ = m(x, causal=True, rope=rope)
@@ -492,19 +476,19 @@ def test_mqa_shapes_and_parameter_count():
     assert n == 2 * (E * E + E) + 2 * (E * D + D)
     assert sum(p.numel() for p in mha.parameters()) == 4 * (E * E + E)
     cache = KVCache()
-    out, w = mqa(_randn(2, 3, E, seed=26), causal=True, cache=cache, need_weights=True)
+    out, w = mqa(randn(2, 3, E, seed=26), causal=True, cache=cache, need_weights=True)
     assert out.shape == (2, 3, E) and w.shape == (2, H, 3, 3) and cache.k.shape == (2, 1, 3, D)
 
 
 def test_rope_scores_depend_only_on_position_difference():
     """Through MHA: the same two tokens at positions (P, P+1) get the same weights for every P."""
     m, rope, _ = _build("rope")
-    a, b = _randn(1, 1, 16, seed=27), _randn(1, 1, 16, seed=28)
+    a, b = randn(1, 1, 16, seed=27), randn(1, 1, 16, seed=28)
     pair = torch.cat((a, b), 1)  # (1, 2, E)
     _, w0 = m(pair, need_weights=True, rope=rope)  # positions 0, 1
     for P in (1, 5, 40):
         cache = KVCache()
-        m(_randn(1, P, 16, seed=P), cache=cache, rope=rope)  # occupy positions 0 .. P-1
+        m(randn(1, P, 16, seed=P), cache=cache, rope=rope)  # occupy positions 0 .. P-1
         only_pair = torch.zeros(2, P + 2, dtype=torch.bool)
         only_pair[:, P:] = True  # attend to the pair only
         _, wP = m(pair, need_weights=True, rope=rope, cache=cache, mask=only_pair)
@@ -517,7 +501,7 @@ def test_rope_scores_depend_only_on_position_difference():
 def test_alibi_bias_matches_manual_scores():
     m, _, _ = _build("alibi")
     T, H, D = 6, 4, 4
-    x = _randn(2, T, 16, seed=29)
+    x = randn(2, T, 16, seed=29)
     bias = alibi_bias(H, T, T)
     with torch.no_grad():
         _, w = m(x, causal=True, need_weights=True, attn_bias=bias)
@@ -527,14 +511,14 @@ def test_alibi_bias_matches_manual_scores():
     for h in range(H):
         for i in range(T):
             row = [float(q[0, h, i] @ k[0, h, j]) / math.sqrt(D) - slopes[h] * (i - j) for j in range(i + 1)]
-            expected = _softmax_loop(row, [True] * (i + 1)) + [0.0] * (T - i - 1)
+            expected = softmax_loop(row, [True] * (i + 1)) + [0.0] * (T - i - 1)
             torch.testing.assert_close(w[0, h, i].double(), torch.tensor(expected, dtype=torch.float64), rtol=1e-5, atol=1e-6)
 
 
 def test_dropout_only_in_training():
     torch.manual_seed(5)
     m = MultiHeadAttention(16, 4, dropout=0.5)
-    x = _randn(2, 6, 16, seed=30)
+    x = randn(2, 6, 16, seed=30)
     m.eval()
     a, w = m(x, need_weights=True)
     torch.testing.assert_close(m(x)[0], a)
@@ -600,6 +584,18 @@ BAD = [
     ("query", lambda: AttentionalOutput(5, 3, 7)(torch.randn(2, 5), torch.randn(2, 4))),
     ("leading", lambda: AttentionalOutput(5, 3, 7)(torch.randn(2, 5), torch.randn(3, 3))),
     ("index", lambda: KVCache().reorder(torch.tensor([0.5]))),
+    # wrong device or dtype of masks and biases, non-bool flags, out-of-range indices
+    (r"mask must be on the device of q \(cpu\), got meta",
+     lambda: _mha(_x, mask=torch.ones(5, 5, dtype=torch.bool, device="meta"))),
+    ("attn_bias must be on the device", lambda: _mha(_x, attn_bias=torch.zeros(4, 5, 5, device="meta"))),
+    ("attn_bias must be a floating point", lambda: _mha(_x, attn_bias=torch.zeros(4, 5, 5, dtype=torch.int32))),
+    ("mask must be on the device", lambda: _add(_q4, _k6, _v3, torch.ones(2, 5, dtype=torch.bool, device="meta"))),
+    ("causal must be True or False", lambda: _mha(_x, causal="no")),
+    ("need_weights must be True or False", lambda: _mha(_x, need_weights=1)),
+    ("bias must be True or False", lambda: MultiHeadAttention(16, 4, bias="no")),
+    (r"index must hold batch rows in \[0, 3\), got values in \[0, 3\]", lambda: _full_cache().reorder(torch.tensor([0, 3]))),
+    ("index must hold batch rows", lambda: _full_cache().reorder(torch.tensor([-1]))),
+    ("index must hold batch rows", lambda: CacheList([_full_cache(), _full_cache()]).index_select(torch.tensor([5]))),
 ]
 
 
@@ -607,3 +603,12 @@ BAD = [
 def test_bad_input_raises_value_error(match, call):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_reorder_check_is_a_data_check():
+    from attnbook.utils import set_data_checks
+
+    cache = _full_cache()
+    cache.reorder(torch.tensor([2, 2, 0]))  # in range: fine
+    with set_data_checks(False), pytest.raises((IndexError, RuntimeError)):
+        cache.reorder(torch.tensor([7]))  # unchecked: PyTorch's own error, no host read first

@@ -172,3 +172,98 @@ def test_compare_interleaves_and_labels():
         bench.compare({"a": 3})
     with pytest.raises(ValueError, match="at least one"):
         bench.compare({})
+
+
+# ---------------------------------------------------------------------------------------------
+# Without device=: follow the inputs (issue 9). The "meta" device stands in for an accelerator
+# on a CPU-only machine; the CUDA cases run where there is one.
+# ---------------------------------------------------------------------------------------------
+
+
+def _sync_calls(monkeypatch) -> list:
+    calls = []
+    original = bench._synchronize
+
+    def recording(dev):
+        calls.append(dev)
+        original(dev)
+
+    monkeypatch.setattr(bench, "_synchronize", recording)
+    return calls
+
+
+def test_benchmark_follows_the_device_of_the_inputs(monkeypatch):
+    import functools
+
+    from torch import nn
+
+    x = torch.ones(4, device="meta")
+    model = nn.Linear(4, 4, device="meta")
+
+    class Step:  # a callable object holding its tensors as attributes
+        def __init__(self):
+            self.q = torch.ones(2, device="meta")
+
+        def __call__(self):
+            return self.q * 2
+
+    def outer(t):
+        return lambda: (t + 1).sum()
+
+    cases = {
+        "closure": lambda: x + 1,
+        "module": lambda: model(x),
+        "nested": outer(x),
+        "partial": functools.partial(torch.add, x, 1),
+        "bound method": Step().__call__,
+        "object": Step(),
+        "returned": lambda: torch.ones(3, device="meta"),  # found from the warm-up call
+    }
+    for name, fn in cases.items():
+        calls = _sync_calls(monkeypatch)
+        r = bench.benchmark(fn, name, repeats=2, warmup=1, memory=False)
+        assert r.device == "meta", name
+        assert [d.type for d in calls] == ["meta"] * 4, name  # before and after each timed call
+    results = bench.compare({"a": cases["closure"], "b": lambda: torch.ones(2) + 1},
+                            repeats=1, memory=False)
+    assert [r.device for r in results] == ["meta", "cpu"]
+    assert bench.benchmark(lambda: torch.ones(2) * 3, "cpu", memory=False).device == "cpu"
+    assert bench.benchmark(lambda: x + 1, "forced", memory=False, device="cpu").device == "cpu"
+
+
+def test_measure_time_syncs_the_inferred_device_around_each_call(monkeypatch):
+    x = torch.ones(2, device="meta")
+    calls = _sync_calls(monkeypatch)
+    order = []
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: order.append("clock") or 0.0)
+
+    def fn():
+        order.append("fn")
+        return x * 2
+
+    bench.measure_time(fn, repeats=2, warmup=0)
+    assert len(calls) == 4 and all(d.type == "meta" for d in calls)
+    assert order == ["clock", "fn", "clock"] * 2
+
+
+@pytest.mark.parametrize("device", [pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device"))])
+def test_cuda_timing_and_peak_memory_without_a_device_argument(device):
+    big = torch.randn(4096, 4096, device=device)
+    n = 1_000_000
+
+    def fn():
+        return big @ big + torch.empty(n, device=device).sum()
+
+    r = bench.benchmark(fn, "matmul", repeats=3)
+    assert r.device.startswith("cuda")
+    # the product's output (64 MiB) is held at the peak; kernels are timed, not their launch
+    assert r.peak_bytes >= 4096 * 4096 * 4
+    assert r.median > 1e-5
+
+    def alloc():
+        return torch.empty(n, dtype=torch.float32, device=device).fill_(1.0)
+
+    torch.empty(1, device=device)  # CUDA initialised; the closure holds no tensor
+    peak = bench.measure_peak_memory(alloc, warmup=1)
+    assert abs(peak - 4 * n) <= 4096

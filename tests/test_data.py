@@ -464,3 +464,47 @@ def test_load_sentence_pairs_bad_inputs(tmp_path):
     path.write_text("a\tb\n", encoding="utf-8")
     with pytest.raises(ValueError, match="max_pairs"):
         load_sentence_pairs(path, max_pairs=-1)
+
+
+# ---------------------------------------------------------------------------------------------
+# load_sentence_pairs: encodings and files that hold no pair (issue 9)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_load_sentence_pairs_drops_a_utf8_bom(tmp_path):
+    path = tmp_path / "bom.txt"
+    path.write_bytes("\ufeffGo.\tVa !\nHi.\tSalut !\n".encode())
+    assert load_sentence_pairs(path) == [("Go.", "Va !"), ("Hi.", "Salut !")]
+
+
+@pytest.mark.parametrize("encoding", ["utf-16", "utf-16-le-bom", "utf-16-be-bom"])
+def test_load_sentence_pairs_decodes_utf16_with_a_bom(tmp_path, encoding):
+    text = "Grüß dich.\tSalut à toi.\r\nGo.\tVa !\r\n"
+    data = {
+        "utf-16": text.encode("utf-16"),
+        "utf-16-le-bom": b"\xff\xfe" + text.encode("utf-16-le"),
+        "utf-16-be-bom": b"\xfe\xff" + text.encode("utf-16-be"),
+    }[encoding]
+    path = tmp_path / "u16.txt"
+    path.write_bytes(data)
+    assert load_sentence_pairs(path) == [("Grüß dich.", "Salut à toi."), ("Go.", "Va !")]
+
+
+@pytest.mark.parametrize(
+    ("data", "match"),
+    [
+        ("Go.\tVa !\nÉté.\tSommer.\n".encode("latin-1"), r"not utf-8 text.*line 2"),
+        (b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00", r"not utf-8 text|binary"),
+        ("Go.\tVa !\n".encode("utf-16-le"), r"binary.*byte-order mark"),  # UTF-16 without BOM
+        (b"", r"no source<TAB>target pair.*0 lines"),
+        (b"\n  \n\t\n", r"no source<TAB>target pair.*all blank"),
+        (b"just one column\nand another\n", r"no source<TAB>target pair.*2 without.*line 1"),
+    ],
+    ids=["latin-1", "binary", "utf-16-no-bom", "empty", "blank", "malformed"],
+)
+def test_load_sentence_pairs_rejects_files_it_cannot_read(tmp_path, data, match):
+    path = tmp_path / "corpus.txt"
+    path.write_bytes(data)
+    with pytest.raises(ValueError, match=match) as info:
+        load_sentence_pairs(path)
+    assert str(path) in str(info.value)

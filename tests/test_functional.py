@@ -7,6 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import close, randn, softmax_loop
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -44,16 +45,6 @@ def _loop_scores(q, k, score) -> torch.Tensor:
     return out.reshape(*q.shape[:-1], k.shape[-2])
 
 
-def _loop_softmax(row: list[float], keep: list[bool]) -> list[float]:
-    """Softmax of the kept entries of one row (masked ones 0; an empty row all 0), float64."""
-    kept = [x for x, m in zip(row, keep) if m]
-    if not kept:
-        return [0.0] * len(row)
-    top = max(kept)
-    z = sum(math.exp(x - top) for x in kept)
-    return [math.exp(x - top) / z if m else 0.0 for x, m in zip(row, keep)]
-
-
 def _loop_attention(q, k, v, mask=None, causal=False, scale=None, bias=None):
     """Attention one query at a time in float64; returns (out (..., T, Dv), weights (..., T, S))."""
     T, S, D = q.shape[-2], k.shape[-2], q.shape[-1]
@@ -69,20 +60,11 @@ def _loop_attention(q, k, v, mask=None, causal=False, scale=None, bias=None):
         for t in range(T):
             row = [float(q3[n, t] @ k3[n, s]) * scale + float(b3[n, t, s]) for s in range(S)]
             ok = [bool(keep3[n, t, s]) and (not causal or s <= t + S - T) for s in range(S)]
-            a = _loop_softmax(row, ok)
+            a = softmax_loop(row, ok)
             for s in range(S):
                 w[n, t, s] = a[s]
                 out[n, t] += a[s] * v3[n, s]
     return out.reshape(*lead, T, v.shape[-1]), w.reshape(*lead, T, S)
-
-
-def _randn(*shape, device, dtype, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(*shape, generator=g, dtype=torch.float64).to(device=device, dtype=dtype)
-
-
-def _close(actual, expected, tol):
-    torch.testing.assert_close(actual.detach().cpu().double(), expected.double(), **tol)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,40 +73,40 @@ def _close(actual, expected, tol):
 
 
 def test_dot_and_scaled_dot_score_match_loop(device, dtype, tol):
-    q = _randn(2, 3, 4, 8, device=device, dtype=dtype, seed=1)  # (B, H, T, D)
-    k = _randn(2, 3, 5, 8, device=device, dtype=dtype, seed=2)  # (B, H, S, D)
+    q = randn(2, 3, 4, 8, device=device, dtype=dtype, seed=1)  # (B, H, T, D)
+    k = randn(2, 3, 5, 8, device=device, dtype=dtype, seed=2)  # (B, H, S, D)
     ref = _loop_scores(q, k, lambda a, b: float(a @ b))
-    _close(dot_score(q, k), ref, tol)
-    _close(scaled_dot_score(q, k), ref / math.sqrt(8), tol)
-    _close(scaled_dot_score(q, k, scale=0.3), ref * 0.3, tol)
+    close(dot_score(q, k), ref, tol)
+    close(scaled_dot_score(q, k), ref / math.sqrt(8), tol)
+    close(scaled_dot_score(q, k, scale=0.3), ref * 0.3, tol)
     assert dot_score(q, k).dtype == dtype and dot_score(q, k).shape == (2, 3, 4, 5)
 
 
 def test_general_score_matches_loop(device, dtype, tol):
-    q = _randn(2, 4, 6, device=device, dtype=dtype, seed=3)  # (B, T, Dq)
-    k = _randn(2, 5, 3, device=device, dtype=dtype, seed=4)  # (B, S, Dk)
-    W = _randn(6, 3, device=device, dtype=dtype, seed=5)  # (Dq, Dk)
+    q = randn(2, 4, 6, device=device, dtype=dtype, seed=3)  # (B, T, Dq)
+    k = randn(2, 5, 3, device=device, dtype=dtype, seed=4)  # (B, S, Dk)
+    W = randn(6, 3, device=device, dtype=dtype, seed=5)  # (Dq, Dk)
     W64 = W.cpu().double()
     ref = _loop_scores(q, k, lambda a, b: float(a @ W64 @ b))
-    _close(general_score(q, k, W), ref, tol)
+    close(general_score(q, k, W), ref, tol)
 
 
 @pytest.mark.parametrize("v_shape", [(7,), (1, 7)])
 def test_additive_score_matches_loop(device, dtype, tol, v_shape):
-    q = _randn(2, 3, 4, device=device, dtype=dtype, seed=6)  # (B, T, Dq)
-    k = _randn(2, 5, 6, device=device, dtype=dtype, seed=7)  # (B, S, Dk)
-    W_q = _randn(7, 4, device=device, dtype=dtype, seed=8)  # (Dh, Dq)
-    W_k = _randn(7, 6, device=device, dtype=dtype, seed=9)  # (Dh, Dk)
-    v = _randn(*v_shape, device=device, dtype=dtype, seed=10)
+    q = randn(2, 3, 4, device=device, dtype=dtype, seed=6)  # (B, T, Dq)
+    k = randn(2, 5, 6, device=device, dtype=dtype, seed=7)  # (B, S, Dk)
+    W_q = randn(7, 4, device=device, dtype=dtype, seed=8)  # (Dh, Dq)
+    W_k = randn(7, 6, device=device, dtype=dtype, seed=9)  # (Dh, Dk)
+    v = randn(*v_shape, device=device, dtype=dtype, seed=10)
     Wq64, Wk64, v64 = W_q.cpu().double(), W_k.cpu().double(), v.cpu().double().reshape(-1)
     ref = _loop_scores(q, k, lambda a, b: float(v64 @ torch.tanh(Wq64 @ a + Wk64 @ b)))
-    _close(additive_score(q, k, W_q, W_k, v), ref, tol)
+    close(additive_score(q, k, W_q, W_k, v), ref, tol)
 
 
 def test_luong_concat_is_additive_with_split_matrix():
     """``vᵀ tanh(W_a [q; k])`` equals the additive score with ``W_a = [W_q | W_k]``."""
-    q, k = _randn(2, 3, 4, device="cpu", dtype=torch.float64), _randn(2, 5, 6, device="cpu", dtype=torch.float64, seed=1)
-    W_a, v = _randn(7, 10, device="cpu", dtype=torch.float64, seed=2), _randn(7, device="cpu", dtype=torch.float64, seed=3)
+    q, k = randn(2, 3, 4, device="cpu", dtype=torch.float64), randn(2, 5, 6, device="cpu", dtype=torch.float64, seed=1)
+    W_a, v = randn(7, 10, device="cpu", dtype=torch.float64, seed=2), randn(7, device="cpu", dtype=torch.float64, seed=3)
     ref = _loop_scores(q, k, lambda a, b: float(v @ torch.tanh(W_a @ torch.cat((a, b)))))
     torch.testing.assert_close(additive_score(q, k, W_a[:, :4], W_a[:, 4:], v), ref)
 
@@ -135,7 +117,7 @@ def test_luong_concat_is_additive_with_split_matrix():
 
 
 def test_masked_softmax_matches_loop(device, dtype, tol):
-    scores = _randn(3, 4, 6, device=device, dtype=dtype, seed=11) * 3
+    scores = randn(3, 4, 6, device=device, dtype=dtype, seed=11) * 3
     g = torch.Generator().manual_seed(0)
     mask = (torch.rand(3, 4, 6, generator=g) > 0.4).to(device)
     mask[1, 2] = False  # one fully masked row
@@ -143,15 +125,15 @@ def test_masked_softmax_matches_loop(device, dtype, tol):
     assert a.dtype == dtype
     s64, m = scores.cpu().double(), mask.cpu()
     ref = torch.tensor(
-        [[_loop_softmax(s64[b, t].tolist(), m[b, t].tolist()) for t in range(4)] for b in range(3)],
+        [[softmax_loop(s64[b, t].tolist(), m[b, t].tolist()) for t in range(4)] for b in range(3)],
         dtype=torch.float64,
     )
-    _close(a, ref, tol)
+    close(a, ref, tol)
     assert bool((a[1, 2] == 0).all())
 
 
 def test_masked_softmax_other_dim_and_no_mask():
-    scores = _randn(4, 5, device="cpu", dtype=torch.float64, seed=12)
+    scores = randn(4, 5, device="cpu", dtype=torch.float64, seed=12)
     torch.testing.assert_close(masked_softmax(scores), torch.softmax(scores, -1))
     mask = torch.ones(4, 5, dtype=torch.bool)
     mask[0, 1] = mask[3, 1] = False
@@ -172,12 +154,12 @@ def test_masked_softmax_extreme_logits_are_stable():
 
 
 def test_masked_softmax_fully_masked_row_zero_output_and_grad():
-    scores = _randn(2, 3, 5, device="cpu", dtype=torch.float64, seed=13).requires_grad_(True)
+    scores = randn(2, 3, 5, device="cpu", dtype=torch.float64, seed=13).requires_grad_(True)
     mask = torch.ones(2, 3, 5, dtype=torch.bool)
     mask[0, 1] = False
     mask[1, 0, 2:] = False
     a = masked_softmax(scores, mask)
-    (a * _randn(2, 3, 5, device="cpu", dtype=torch.float64, seed=14)).sum().backward()
+    (a * randn(2, 3, 5, device="cpu", dtype=torch.float64, seed=14)).sum().backward()
     assert bool((a[0, 1] == 0).all()) and torch.isfinite(a).all()
     assert torch.isfinite(scores.grad).all()
     assert bool((scores.grad[0, 1] == 0).all())  # fully masked row: zero gradient
@@ -249,23 +231,23 @@ def _masks(B, H, T, S, device):
 @pytest.mark.parametrize("causal", [False, True])
 def test_sdpa_matches_loop(device, dtype, tol, mask_kind, causal):
     B, H, T, S, D, Dv = 2, 3, 4, 6, 8, 5
-    q = _randn(B, H, T, D, device=device, dtype=dtype, seed=20)
-    k = _randn(B, H, S, D, device=device, dtype=dtype, seed=21)
-    v = _randn(B, H, S, Dv, device=device, dtype=dtype, seed=22)
+    q = randn(B, H, T, D, device=device, dtype=dtype, seed=20)
+    k = randn(B, H, S, D, device=device, dtype=dtype, seed=21)
+    v = randn(B, H, S, Dv, device=device, dtype=dtype, seed=22)
     mask = _masks(B, H, T, S, device)[mask_kind]
     out, w = scaled_dot_product_attention(q, k, v, mask, causal=causal)
     ref_out, ref_w = _loop_attention(q, k, v, mask, causal)
     assert out.shape == (B, H, T, Dv) and w.shape == (B, H, T, S) and out.dtype == dtype
-    _close(out, ref_out, tol)
-    _close(w, ref_w, tol)
+    close(out, ref_out, tol)
+    close(w, ref_w, tol)
 
 
 @pytest.mark.parametrize("mask_kind", ["none", "T,S", "key_padding", "B,H,T,S"])
 def test_sdpa_matches_torch(device, mask_kind):
     B, H, T, S, D = 2, 3, 5, 7, 8
-    q = _randn(B, H, T, D, device=device, dtype=torch.float32, seed=30)
-    k = _randn(B, H, S, D, device=device, dtype=torch.float32, seed=31)
-    v = _randn(B, H, S, 4, device=device, dtype=torch.float32, seed=32)
+    q = randn(B, H, T, D, device=device, dtype=torch.float32, seed=30)
+    k = randn(B, H, S, D, device=device, dtype=torch.float32, seed=31)
+    v = randn(B, H, S, 4, device=device, dtype=torch.float32, seed=32)
     mask = _masks(B, H, T, S, device)[mask_kind]
     for scale in (None, 0.7):
         out, _ = scaled_dot_product_attention(q, k, v, mask, scale=scale)
@@ -274,7 +256,7 @@ def test_sdpa_matches_torch(device, mask_kind):
 
 
 def test_sdpa_causal_square_matches_torch_is_causal(device):
-    q, k, v = (_randn(2, 2, 6, 4, device=device, dtype=torch.float32, seed=s) for s in (40, 41, 42))
+    q, k, v = (randn(2, 2, 6, 4, device=device, dtype=torch.float32, seed=s) for s in (40, 41, 42))
     out, w = scaled_dot_product_attention(q, k, v, causal=True)
     ref = F.scaled_dot_product_attention(q, k, v, is_causal=True)
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
@@ -282,8 +264,8 @@ def test_sdpa_causal_square_matches_torch_is_causal(device):
 
 
 def test_sdpa_attn_bias_matches_torch_float_mask_and_loop():
-    q, k, v = (_randn(2, 3, 4, 5, device="cpu", dtype=torch.float64, seed=s) for s in (50, 51, 52))
-    bias = _randn(3, 4, 5 - 1, device="cpu", dtype=torch.float64, seed=53)
+    q, k, v = (randn(2, 3, 4, 5, device="cpu", dtype=torch.float64, seed=s) for s in (50, 51, 52))
+    bias = randn(3, 4, 5 - 1, device="cpu", dtype=torch.float64, seed=53)
     k, v = k[..., :4, :], v[..., :4, :]
     bias = bias[..., :4]  # (H, T, S) broadcast over B
     out, w = scaled_dot_product_attention(q, k, v, attn_bias=bias)
@@ -294,7 +276,7 @@ def test_sdpa_attn_bias_matches_torch_float_mask_and_loop():
 
 
 def test_sdpa_fully_masked_rows_give_zeros_and_zero_grads():
-    q, k, v = (_randn(1, 2, 3, 4, device="cpu", dtype=torch.float64, seed=s).requires_grad_(True) for s in (60, 61, 62))
+    q, k, v = (randn(1, 2, 3, 4, device="cpu", dtype=torch.float64, seed=s).requires_grad_(True) for s in (60, 61, 62))
     mask = torch.ones(1, 2, 3, 3, dtype=torch.bool)
     mask[0, 1, 0] = False
     out, w = scaled_dot_product_attention(q, k, v, mask)
@@ -305,7 +287,7 @@ def test_sdpa_fully_masked_rows_give_zeros_and_zero_grads():
 
 
 def test_sdpa_dropout_rescales_kept_weights():
-    q, k, v = (_randn(2, 2, 8, 4, device="cpu", dtype=torch.float64, seed=s) for s in (70, 71, 72))
+    q, k, v = (randn(2, 2, 8, 4, device="cpu", dtype=torch.float64, seed=s) for s in (70, 71, 72))
     _, w = scaled_dot_product_attention(q, k, v)
     torch.manual_seed(0)
     out_d, w_d = scaled_dot_product_attention(q, k, v, dropout_p=0.25)
@@ -365,7 +347,7 @@ def test_flash_matches_sdpa_forward_and_backward(data):
 
 
 def test_flash_matches_torch_sdpa_float32_and_scale():
-    q, k, v = (_randn(2, 4, 37, 16, device="cpu", dtype=torch.float32, seed=s) for s in (80, 81, 82))
+    q, k, v = (randn(2, 4, 37, 16, device="cpu", dtype=torch.float32, seed=s) for s in (80, 81, 82))
     mask = _masks(2, 4, 37, 37, "cpu")["key_padding"]
     torch.testing.assert_close(
         flash_attention(q, k, v, mask, scale=0.2, block_size=(8, 5)),
@@ -380,13 +362,13 @@ def test_flash_matches_torch_sdpa_float32_and_scale():
 
 
 def test_flash_matches_loop(device, dtype, tol):
-    q = _randn(2, 5, 4, device=device, dtype=dtype, seed=90)  # leading dims (B,) only
-    k = _randn(2, 7, 4, device=device, dtype=dtype, seed=91)
-    v = _randn(2, 7, 3, device=device, dtype=dtype, seed=92)
+    q = randn(2, 5, 4, device=device, dtype=dtype, seed=90)  # leading dims (B,) only
+    k = randn(2, 7, 4, device=device, dtype=dtype, seed=91)
+    v = randn(2, 7, 3, device=device, dtype=dtype, seed=92)
     out = flash_attention(q, k, v, causal=True, block_size=(2, 3))
     assert out.dtype == dtype and out.shape == (2, 5, 3)
     ref, _ = _loop_attention(q, k, v, causal=True)
-    _close(out, ref, tol)
+    close(out, ref, tol)
 
 
 @pytest.mark.parametrize("causal", [False, True])
@@ -404,7 +386,7 @@ def test_flash_gradcheck(causal):
 
 @pytest.mark.parametrize("magnitude", [1e-3, 1.0, 30.0, 1e3])
 def test_no_nan_or_inf_on_finite_inputs(magnitude):
-    q, k, v = (_randn(2, 2, 9, 8, device="cpu", dtype=torch.float32, seed=s) for s in (100, 101, 102))
+    q, k, v = (randn(2, 2, 9, 8, device="cpu", dtype=torch.float32, seed=s) for s in (100, 101, 102))
     q = (q * magnitude).requires_grad_(True)
     mask = torch.rand(2, 1, 9, 9, generator=torch.Generator().manual_seed(1)) > 0.5
     mask[0, 0, 3] = False
@@ -479,3 +461,145 @@ def test_flash_return_lse_matches_float64_logsumexp(causal):
     assert torch.isneginf(lse[0, :, 5]).all()
     torch.testing.assert_close(lse.double(), ref, rtol=1e-5, atol=1e-5)
     assert torch.equal(out, flash_attention(q, k, v, mask=mask, causal=causal, block_size=16))
+
+
+# ---------------------------------------------------------------------------------------------
+# more bad input: wrong device or dtype, non-bool flags, non-finite scale, empty dimensions
+# ---------------------------------------------------------------------------------------------
+
+_meta_mask = torch.ones(3, 5, dtype=torch.bool, device="meta")
+_nan = float("nan")
+
+MORE_BAD_CALLS = [
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=2.5)),
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=True)),
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=(4, 2.5))),
+    ("block_size", lambda: flash_attention(_q, _k, _v, block_size=(4, 4, 4))),
+    ("causal must be True or False, got 'no'", lambda: scaled_dot_product_attention(_q, _k, _v, causal="no")),
+    ("causal", lambda: flash_attention(_q, _k, _v, causal="no")),
+    ("scale must be None or a finite number, got nan", lambda: scaled_dot_product_attention(_q, _k, _v, scale=_nan)),
+    ("scale", lambda: flash_attention(_q, _k, _v, scale=float("inf"))),
+    ("scale", lambda: scaled_dot_score(_q, _k, scale=_nan)),
+    ("dropout_p", lambda: scaled_dot_product_attention(_q, _k, _v, dropout_p=_nan)),
+    ("feature size D >= 1", lambda: scaled_dot_product_attention(_q[..., :0], _k[..., :0], _v)),
+    ("feature size D >= 1", lambda: flash_attention(_q[..., :0], _k[..., :0], _v)),
+    # masks and biases on another device than q, or of the wrong dtype
+    (r"mask must be on the device of q \(cpu\), got meta", lambda: scaled_dot_product_attention(_q, _k, _v, _meta_mask)),
+    ("mask must be on the device", lambda: flash_attention(_q, _k, _v, _meta_mask)),
+    ("attn_bias must be on the device", lambda: scaled_dot_product_attention(
+        _q, _k, _v, attn_bias=torch.zeros(3, 5, device="meta"))),
+    ("attn_bias must be on the device", lambda: flash_attention(_q, _k, _v, attn_bias=torch.zeros(3, 5, device="meta"))),
+    ("mask must be on the device", lambda: masked_softmax(torch.randn(3, 5), _meta_mask)),
+    ("mask must be a boolean", lambda: flash_attention(_q, _k, _v, torch.ones(3, 5, dtype=torch.int64))),
+    ("attn_bias must be a floating point", lambda: flash_attention(_q, _k, _v, attn_bias=torch.zeros(3, 5, dtype=torch.int64))),
+    ("attn_bias must not require grad", lambda: flash_attention(_q, _k, _v, attn_bias=torch.zeros(3, 5, requires_grad=True))),
+    ("share a dtype", lambda: flash_attention(_q, _k.double(), _v)),
+]
+
+
+@pytest.mark.parametrize("match,call", MORE_BAD_CALLS, ids=[f"{i}-{m[:20]}" for i, (m, _) in enumerate(MORE_BAD_CALLS)])
+def test_more_bad_input_raises_value_error(match, call):
+    with pytest.raises(ValueError, match=match):
+        call()
+
+
+@pytest.mark.parametrize("T,S", [(0, 5), (4, 0), (0, 0)])
+def test_flash_backward_with_empty_queries_or_keys(T, S):
+    q = torch.randn(2, T, 4, dtype=torch.float64, requires_grad=True)
+    k = torch.randn(2, S, 4, dtype=torch.float64, requires_grad=True)
+    v = torch.randn(2, S, 3, dtype=torch.float64, requires_grad=True)
+    out = flash_attention(q, k, v, causal=True, block_size=2)
+    assert out.shape == (2, T, 3) and bool((out == 0).all())  # no key: zero rows
+    (out * 2).sum().backward()
+    for x in (q, k, v):
+        assert x.grad.shape == x.shape and bool((x.grad == 0).all())
+
+
+def test_zero_heads_give_empty_results():
+    q, k, v = torch.randn(2, 0, 3, 4), torch.randn(2, 0, 5, 4), torch.randn(2, 0, 5, 6)
+    out, w = scaled_dot_product_attention(q, k, v, causal=True)
+    assert out.shape == (2, 0, 3, 6) and w.shape == (2, 0, 3, 5)
+    assert flash_attention(q, k, v).shape == (2, 0, 3, 6)
+
+
+@pytest.mark.parametrize("raw", [_nan, float("inf"), float("-inf"), 1e30])
+def test_masked_softmax_dead_rows_are_zero_in_value_and_gradient(raw):
+    """A fully masked row is zero whatever its raw scores hold, and no gradient reaches them."""
+    scores = torch.randn(3, 4, dtype=torch.float64)
+    scores[1] = raw
+    scores[2, 0] = raw  # a masked entry in a live row
+    scores.requires_grad_(True)
+    mask = torch.ones(3, 4, dtype=torch.bool)
+    mask[1] = False
+    mask[2, 0] = False
+    a = masked_softmax(scores, mask)
+    assert torch.isfinite(a).all() and bool((a[1] == 0).all()) and a[2, 0] == 0
+    torch.testing.assert_close(a[[0, 2]].sum(-1), torch.ones(2, dtype=torch.float64))
+    (a * torch.randn(3, 4, dtype=torch.float64)).sum().backward()
+    assert torch.isfinite(scores.grad).all()
+    assert bool((scores.grad[1] == 0).all()) and scores.grad[2, 0] == 0
+
+
+def test_all_minus_inf_bias_row_gives_zeros_on_every_path():
+    """A bias of -inf on every key of a row hides them all, like a mask: zeros everywhere."""
+    from attnbook.attention import MultiHeadAttention
+
+    q, k, v = (randn(2, 4, 3, 8, dtype=torch.float64, seed=s).requires_grad_(True) for s in (1, 2, 3))
+    bias = torch.zeros(4, 3, 3, dtype=torch.float64)
+    bias[1, 2] = float("-inf")  # head 1, query 2 sees nothing
+    out, w = scaled_dot_product_attention(q, k, v, attn_bias=bias)
+    flash = flash_attention(q, k, v, attn_bias=bias, block_size=2)
+    for t in (out, w, flash):
+        assert torch.isfinite(t).all() and bool((t[:, 1, 2] == 0).all())
+    torch.testing.assert_close(flash, out)
+    (out.sum() + flash.sum()).backward()
+    assert all(torch.isfinite(x.grad).all() for x in (q, k, v)) and bool((q.grad[:, 1, 2] == 0).all())
+    mha = MultiHeadAttention(16, 4).double().eval()
+    x = randn(2, 3, 16, dtype=torch.float64, seed=4)
+    keep = torch.ones(1, 4, 3, 3, dtype=torch.bool)
+    keep[0, 1, 2] = False  # the same row hidden by a mask instead
+    masked, _ = mha(x, mask=keep, need_weights=True)
+    for need_weights in (False, True):
+        o, weights = mha(x, attn_bias=bias, need_weights=need_weights)
+        torch.testing.assert_close(o, masked)
+        if need_weights:
+            assert bool((weights[:, 1, 2] == 0).all())
+
+
+# ---------------------------------------------------------------------------------------------
+# causal masks with T != S: aligned bottom-right, PyTorch's causal_lower_right
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("T,S", [(1, 6), (3, 7), (5, 5), (2, 3)])
+def test_causal_is_pytorch_causal_lower_right(T, S):
+    from torch.nn.attention.bias import causal_lower_right, causal_upper_left
+
+    lower_right = causal_lower_right(T, S)._materialize(torch.device("cpu"))
+    assert torch.equal(causal_mask(T, S), lower_right)
+    if T != S:  # PyTorch's is_causal=True is the other alignment
+        assert not torch.equal(causal_mask(T, S), causal_upper_left(T, S)._materialize(torch.device("cpu")))
+    q, k, v = (randn(2, 3, n, 8, seed=s) for s, n in ((1, T), (2, S), (3, S)))
+    ref = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_lower_right(T, S))
+    torch.testing.assert_close(scaled_dot_product_attention(q, k, v, causal=True)[0], ref, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(flash_attention(q, k, v, causal=True, block_size=2), ref, rtol=1e-5, atol=1e-5)
+    from attnbook.attention import KVCache, MultiHeadAttention
+
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 4).eval()
+    x = randn(2, S, 16, seed=4)
+    cache = KVCache()
+    mha(x[:, : S - T], cache=cache) if S > T else None  # S - T cached positions
+    out, _ = mha(x[:, S - T:], causal=True, cache=cache)
+    qh = mha.q_proj(x[:, S - T:]).view(2, T, 4, 4).transpose(1, 2)
+    kh, vh = (p(x).view(2, S, 4, 4).transpose(1, 2) for p in (mha.k_proj, mha.v_proj))
+    o = F.scaled_dot_product_attention(qh, kh, vh, attn_mask=causal_lower_right(T, S))
+    torch.testing.assert_close(out, mha.out_proj(o.transpose(1, 2).reshape(2, T, 16)), rtol=1e-5, atol=1e-5)
+
+
+def test_no_keys_at_all_gives_zero_rows():
+    """S = 0 (a query with an empty prefix): zero output rows, as for a fully masked row."""
+    q, k = torch.randn(2, 3, 8), torch.randn(2, 0, 8)
+    assert masked_softmax(torch.randn(2, 3, 0)).shape == (2, 3, 0)
+    out, w = scaled_dot_product_attention(q, k, k)
+    assert out.shape == (2, 3, 8) and w.shape == (2, 3, 0) and not out.any()

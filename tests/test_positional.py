@@ -80,6 +80,18 @@ def test_learned_bad_positions(positions):
         emb(positions)
 
 
+def test_learned_position_range_is_a_data_check():
+    from attnbook.utils import set_data_checks
+
+    emb = LearnedPositionalEmbedding(10, 4)
+    with pytest.raises(ValueError, match=r"positions must lie in \[0, max_positions=10\), got values in \[3, 12\]"):
+        emb(torch.tensor([3, 12]))
+    with set_data_checks(False):
+        emb(torch.tensor([3, 9]))  # no check, no host read
+    with pytest.raises(ValueError, match="positions"):
+        emb(torch.tensor([3, 12]))  # back on after the block
+
+
 def test_learned_bad_sizes():
     with pytest.raises(ValueError, match="max_positions"):
         LearnedPositionalEmbedding(0, 4)
@@ -164,10 +176,33 @@ def test_rope_bad_input():
         rope(torch.randn(2, 3, 6))
     with pytest.raises(ValueError, match="positions"):
         rope(torch.randn(2, 3, 8), torch.arange(4))
-    with pytest.raises(ValueError, match="positions"):
-        rope(torch.randn(2, 3, 8), torch.tensor([0, -1, 2]))
+    with pytest.raises(ValueError, match="positions must be an integer tensor"):
+        rope(torch.randn(2, 3, 8), torch.tensor([0.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="x must be a floating point tensor"):
+        rope(torch.arange(24).reshape(3, 8))  # an integer x would be silently truncated
     with pytest.raises(ValueError, match="dim"):
         RotaryEmbedding(7)
+
+
+def test_rope_negative_positions_rotate_backwards():
+    """Any integer position is a rotation: R_{-m} = R_m^T undoes R_m, and scores still depend
+    only on the offset (so RoPE needs no range check, and reads no value back to the host)."""
+    rope = RotaryEmbedding(8)
+    x = torch.randn(3, 8, dtype=torch.float64)
+    p = torch.tensor([0, 7, 300])
+    torch.testing.assert_close(rope(rope(x, p), -p), x)
+    torch.testing.assert_close(rope(x, -p), _rope_loop(x, (-p).tolist()))
+
+
+def test_rope_half_precision_is_rotated_in_float32():
+    rope = RotaryEmbedding(8)
+    x = torch.randn(5, 8, dtype=torch.float64)
+    p = torch.tensor([0, 1, 2, 1000, 4000])
+    ref = _rope_loop(x.half().double(), p.tolist())
+    y = rope(x.half(), p)
+    assert y.dtype == torch.float16
+    # one float16 rounding of the float32 result, not a rotation computed in float16
+    torch.testing.assert_close(y.double(), ref, rtol=1e-3, atol=1e-3)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -494,3 +494,193 @@ def test_checkpoint_errors(tmp_path):
     with pytest.raises(ValueError, match="optimizer"):
         load_checkpoint(model, path, torch.optim.SGD(model.parameters(), lr=0.1))
     assert load_checkpoint(model, path) == {}
+
+
+# ---------------------------------------------------------------------------------------------
+# Issue 9: no host sync per step, non-finite losses, bad data, bad state, garbage checkpoints
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def host_reads(monkeypatch):
+    """Count every read of a tensor's value back to the host (item, tolist, float, int, bool)."""
+    calls: list[str] = []
+    for name in ("item", "tolist", "__float__", "__int__", "__bool__", "__index__"):
+        original = getattr(torch.Tensor, name)
+
+        def counted(self, *args, _original=original, _name=name, **kwargs):
+            calls.append(_name)
+            return _original(self, *args, **kwargs)
+
+        monkeypatch.setattr(torch.Tensor, name, counted)
+    return calls
+
+
+@pytest.mark.parametrize("clip", [None, 10.0])
+def test_fit_reads_the_loss_back_once_per_log_every_steps(host_reads, clip):
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    batches = _regression_problem()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    host_reads.clear()
+    hist = fit(model, batches, _mse, opt, steps=20, progress=False, log_every=5, clip_grad_norm=clip)
+    # one tolist of the stacked losses per window (+ one of the norms when clipping): 4 windows
+    assert len(host_reads) == 4 * (1 if clip is None else 2), host_reads
+    assert len(hist.losses) == len(hist.lrs) == 20
+    assert len(hist.grad_norms) == (0 if clip is None else 20)
+    host_reads.clear()
+    fit(model, batches, _mse, opt, steps=7, progress=False, log_every=5)  # 5 + a final read of 2
+    assert len(host_reads) == 2
+
+
+def _poisoned(batches, at: int, value: float):
+    """The same batches, with the targets of batch ``at`` multiplied by ``value`` (nan, inf)."""
+    out = list(batches)
+    x, y = out[at]
+    out[at] = (x, y * value)
+    return out
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("opt_name", ["sgd", "adam"])
+def test_fit_stops_at_a_non_finite_loss_without_applying_it(value, opt_name):
+    def make(model):
+        if opt_name == "sgd":
+            return torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        return torch.optim.Adam(model.parameters(), lr=0.05)
+
+    batches = _regression_problem(8)
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    torch.manual_seed(0)
+    reference = nn.Linear(3, 1)
+    fit(reference, batches[:3], _mse, make(reference), steps=3, progress=False)  # steps 0, 1, 2
+
+    with pytest.raises(ValueError, match=r"step 3\b") as info:
+        fit(model, _poisoned(batches, 3, value), _mse, make(model), steps=8, progress=False,
+            log_every=5)
+    assert "loss" in str(info.value) and "not applied" in str(info.value)
+    for a, b in zip(model.parameters(), reference.parameters()):
+        assert torch.isfinite(a).all()
+        torch.testing.assert_close(a, b, rtol=0, atol=0)  # exactly the weights after step 2
+
+
+def test_fit_names_the_global_step_of_a_continued_history():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.05)
+    batches = _regression_problem(4)
+    hist = fit(model, batches, _mse, opt, steps=6, progress=False)
+    with pytest.raises(ValueError, match=r"step 8\b"):
+        fit(model, _poisoned(batches, 2, float("nan")), _mse, opt, steps=4, progress=False,
+            history=hist, log_every=3)
+    assert len(hist.losses) == len(hist.lrs) == 8  # the steps before the bad one
+    assert all(math.isfinite(v) for v in hist.losses)
+
+
+def test_fit_stops_at_a_non_finite_gradient_norm():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    w0 = [p.detach().clone() for p in model.parameters()]
+
+    def loss_fn(m, batch):  # finite loss, infinite gradient: d/dw sqrt(w^2) at w = 0
+        return _mse(m, batch) + torch.sqrt((m.weight[0, 0] - m.weight[0, 0].detach()) ** 2)
+
+    with pytest.raises(ValueError, match=r"gradient norm is nan .*step 0\b"):
+        fit(model, _regression_problem(1), loss_fn, torch.optim.SGD(model.parameters(), lr=0.1),
+            steps=2, clip_grad_norm=1.0, progress=False)
+    for p, q in zip(model.parameters(), w0):
+        assert torch.equal(p, q)
+
+
+def test_fit_rejects_a_bad_log_every():
+    model = nn.Linear(3, 1)
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    for bad in (0, -1, 2.0, True):
+        with pytest.raises(ValueError, match="log_every"):
+            fit(model, _regression_problem(), _mse, opt, steps=1, progress=False, log_every=bad)
+
+
+def test_sequence_cross_entropy_of_an_all_padding_batch_is_zero():
+    logits = torch.randn(2, 3, 5, requires_grad=True)
+    loss = sequence_cross_entropy(logits, torch.zeros(2, 3, dtype=torch.long), pad_idx=0,
+                                  label_smoothing=0.1)
+    assert loss.item() == 0.0
+    loss.backward()
+    assert torch.equal(logits.grad, torch.zeros_like(logits))
+
+
+def test_sequence_cross_entropy_rejects_targets_outside_the_vocabulary():
+    logits = torch.randn(2, 3, 5)
+    for bad in (5, -1, 99):
+        targets = torch.tensor([[1, 2, 0], [4, bad, 0]])
+        with pytest.raises(ValueError, match=r"targets .*\[0, 5\).*shape \(2, 3\)"):
+            sequence_cross_entropy(logits, targets)
+    # a pad index outside the vocabulary is fine: it is never looked up
+    targets = torch.tensor([[1, 2, -100], [4, 3, -100]])
+    assert torch.isfinite(sequence_cross_entropy(logits, targets, pad_idx=-100))
+    with pytest.raises(ValueError, match="targets must hold integer"):
+        sequence_cross_entropy(logits, torch.zeros(2, 3))
+
+
+def test_sequence_cross_entropy_data_check_follows_the_switch():
+    from attnbook.utils import set_data_checks
+
+    logits = torch.randn(1, 2, 5)
+    with set_data_checks(False), pytest.raises(IndexError):  # unchecked: PyTorch's own error
+        sequence_cross_entropy(logits, torch.tensor([[1, 7]]))
+
+
+def test_beam_search_rejects_a_state_of_another_batch():
+    state = {"memory": torch.zeros(3, 4, 2), "h": (torch.zeros(2, 5), None)}
+    with pytest.raises(ValueError, match=r"state\['memory'\].*batch_size=2.*\(3, 4, 2\)"):
+        beam_search(_trap_step, state, bos=BOS_, eos=EOS_, max_len=3, batch_size=2)
+    state = [torch.zeros(2, 4), torch.zeros(1, 4)]
+    with pytest.raises(ValueError, match=r"state\[1\].*\(1, 4\)"):
+        beam_search(_trap_step, state, bos=BOS_, eos=EOS_, max_len=3, batch_size=2)
+    with pytest.raises(ValueError, match=r"state .*0-d"):
+        beam_search(_trap_step, torch.tensor(1.0), bos=BOS_, eos=EOS_, max_len=3, batch_size=2)
+    ok = beam_search(_trap_step, {"memory": torch.zeros(2, 4, 2)}, bos=BOS_, eos=EOS_,
+                     max_len=3, batch_size=2)
+    assert ok.tokens.shape[0] == 2
+
+
+@pytest.mark.parametrize("content", [b"", b"garbage, not a checkpoint", None])
+def test_load_checkpoint_rejects_a_garbage_or_truncated_file(tmp_path, content):
+    model = nn.Linear(2, 2)
+    path = tmp_path / "bad.pt"
+    if content is None:  # a real checkpoint cut in half
+        save_checkpoint(model, path)
+        data = path.read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    else:
+        path.write_bytes(content)
+    with pytest.raises(ValueError, match=r"bad\.pt"):
+        load_checkpoint(model, path)
+
+
+def test_load_checkpoint_rejects_a_checkpoint_of_another_model(tmp_path):
+    path = save_checkpoint(nn.Linear(2, 3), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match=r"other\.pt.*does not fit"):
+        load_checkpoint(nn.Linear(2, 2), path)
+    torch.save({"weights": 1}, tmp_path / "plain.pt")
+    with pytest.raises(ValueError, match=r"plain\.pt"):
+        load_checkpoint(nn.Linear(2, 2), tmp_path / "plain.pt")
+
+
+def test_fit_keeps_the_measured_steps_when_interrupted():
+    torch.manual_seed(0)
+    model = nn.Linear(3, 1)
+    calls = []
+
+    def loss_fn(m, batch):
+        calls.append(None)
+        if len(calls) == 7:
+            raise KeyboardInterrupt
+        return _mse(m, batch)
+
+    hist = History()
+    with pytest.raises(KeyboardInterrupt):
+        fit(model, _regression_problem(), loss_fn, torch.optim.SGD(model.parameters(), lr=0.1),
+            steps=20, progress=False, history=hist, log_every=5)
+    assert len(hist.losses) == len(hist.lrs) == 6  # steps 0-5: the open window was read back

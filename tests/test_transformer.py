@@ -15,6 +15,7 @@ from attnbook.positional import sinusoidal_encoding
 from attnbook.train import beam_search, greedy_decode
 from attnbook.transformer import (
     POSITIONAL_SCHEMES,
+    AttentionWeights,
     DecoderLayer,
     DecoderOnly,
     EncoderLayer,
@@ -61,8 +62,11 @@ def test_decoder_only_shapes_and_weights(positional):
     x = _tokens(3, 7)
     logits = model(x)
     assert logits.shape == (3, 7, V) and torch.isfinite(logits).all()
-    logits2, weights = model(x, return_attention=True)
+    logits2, attn = model(x, return_attention=True)
     torch.testing.assert_close(logits2, logits)
+    assert isinstance(attn, AttentionWeights) and attn.keys() == ["decoder_self"]
+    assert attn.encoder_self == [] and attn.cross == []
+    weights = attn.decoder_self
     assert len(weights) == 2
     for w in weights:
         assert w.shape == (3, 4, 7, 7)
@@ -79,14 +83,16 @@ def test_transformer_shapes_and_weights():
     logits, attn = model(src, tgt, src_mask, return_attention=True)
     assert logits.shape == (2, 5, V)
     torch.testing.assert_close(model(src, tgt, src_mask), logits)
-    assert set(attn) == {"encoder_self", "decoder_self", "cross"}
-    assert [w.shape for w in attn["encoder_self"]] == [(2, 4, 9, 9)] * 2
-    assert [w.shape for w in attn["decoder_self"]] == [(2, 4, 5, 5)] * 2
-    assert [w.shape for w in attn["cross"]] == [(2, 4, 5, 9)] * 2
-    for w in attn["encoder_self"] + attn["decoder_self"] + attn["cross"]:
+    assert isinstance(attn, AttentionWeights)
+    assert attn.keys() == ["encoder_self", "decoder_self", "cross"]
+    assert [w.shape for w in attn.encoder_self] == [(2, 4, 9, 9)] * 2
+    assert [w.shape for w in attn.decoder_self] == [(2, 4, 5, 5)] * 2
+    assert [w.shape for w in attn.cross] == [(2, 4, 5, 9)] * 2
+    assert dict(attn.items())["cross"] is attn["cross"] is attn.cross
+    for w in attn.encoder_self + attn.decoder_self + attn.cross:
         torch.testing.assert_close(w.sum(-1), torch.ones(w.shape[:-1]))
     # padded source keys get no weight, neither in the encoder nor in the cross-attention
-    for w in attn["encoder_self"] + attn["cross"]:
+    for w in attn.encoder_self + attn.cross:
         assert torch.all(w[1, ..., 6:] == 0)
     memory = model.encode(src, src_mask)
     assert memory.shape == (2, 9, 16)
@@ -158,7 +164,7 @@ def test_decoder_only_cache_with_gqa_and_weights():
     model(x[:, :4], caches=caches)
     last, w_last = model(x[:, 4:], caches=caches, return_attention=True)
     torch.testing.assert_close(last, full[:, 4:], rtol=1e-4, atol=1e-5)
-    for a, b in zip(w_last, w_full):
+    for a, b in zip(w_last.decoder_self, w_full.decoder_self, strict=True):
         assert a.shape == (2, 4, 2, 6)  # the last 2 queries over all 6 keys
         torch.testing.assert_close(a, b[:, :, 4:], rtol=1e-4, atol=1e-5)
 
@@ -189,8 +195,8 @@ def test_transformer_decode_cache_equals_full(positional, device):
     for t in range(6):
         step, a = model.decode(tgt[:, t : t + 1], memory, src_mask, caches=caches, return_attention=True)
         torch.testing.assert_close(step[:, 0], full[:, t], rtol=1e-4, atol=1e-5)
-        torch.testing.assert_close(a["cross"][-1][:, :, 0], attn["cross"][-1][:, :, t], rtol=1e-4, atol=1e-5)
-        assert a["decoder_self"][0].shape == (3, 4, 1, t + 1)
+        torch.testing.assert_close(a.cross[-1][:, :, 0], attn.cross[-1][:, :, t], rtol=1e-4, atol=1e-5)
+        assert a.decoder_self[0].shape == (3, 4, 1, t + 1)
 
 
 def test_greedy_and_beam_decoding_with_and_without_cache():
@@ -468,3 +474,18 @@ def test_bad_forward_arguments():
         s2s.decode(_tokens(2, 3), torch.randn(3, 5, 16))
     with pytest.raises(ValueError, match="num_encoder_layers"):
         Transformer(11, V, 16, 4, 0, 1)
+
+
+def test_masks_on_another_device_are_named():
+    model, s2s = _lm(), _seq2seq()
+    meta = torch.ones(2, 5, dtype=torch.bool, device="meta")
+    with pytest.raises(ValueError, match=r"key_padding_mask must be on the device of the tokens \(cpu\), got meta"):
+        model(_tokens(2, 5), key_padding_mask=meta)
+    with pytest.raises(ValueError, match="src_key_padding_mask must be on the device"):
+        s2s(_tokens(2, 5, vocab=11), _tokens(2, 3), meta)
+    with pytest.raises(ValueError, match="memory must be on the device of tgt_in"):
+        s2s.decode(_tokens(2, 3), torch.empty(2, 5, 16, device="meta"))
+    with pytest.raises(ValueError, match=r"src must hold token ids in \[0, 11\)"):
+        s2s(torch.full((2, 5), 11), _tokens(2, 3))
+    with pytest.raises(ValueError, match=r"tgt_in must hold token ids in \[0, 13\)"):
+        s2s(_tokens(2, 5, vocab=11), torch.full((2, 3), -1))

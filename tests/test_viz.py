@@ -334,3 +334,29 @@ def test_curves_rejects_bad_input():
         viz.plot_curves({"a": [[1.0, 2.0], [3.0, 4.0]]})
     with pytest.raises(ValueError, match="histories"):
         viz.plot_curves({"a": torch.ones(2, 3)})
+
+
+# ---------------------------------------------------------------------------------------------
+# Empty inputs: a ValueError naming the argument and the empty dimension (issue 9)
+# ---------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("shape", "empty"),
+    [((0, 3, 4), "0 heads"), ((2, 0, 3, 4), "0 heads"), ((0, 2, 3, 4), "0 layers"),
+     ((2, 3, 0, 4), "0 queries"), ((2, 3, 4, 0), "0 keys"), ((2, 0, 0), "0 queries and 0 keys")],
+)
+def test_head_grid_rejects_zero_heads_and_empty_maps(shape, empty):
+    with pytest.raises(ValueError, match=rf"weights .*{empty}.*got shape"):
+        viz.head_grid(torch.rand(shape))
+
+
+@pytest.mark.parametrize(("shape", "empty"), [((0, 4), "0 queries"), ((3, 0), "0 keys")])
+def test_attention_heatmap_rejects_an_empty_matrix(shape, empty):
+    with pytest.raises(ValueError, match=rf"weights .*{empty}.*got shape"):
+        viz.attention_heatmap(torch.rand(shape))
+
+
+def test_plot_curves_rejects_an_empty_curve():
+    with pytest.raises(ValueError, match=r"histories\['val'\].*empty"):
+        viz.plot_curves({"train": [1.0, 0.5], "val": []})

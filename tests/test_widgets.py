@@ -318,3 +318,10 @@ def test_explore_sliders_start_at_the_plot_functions_defaults():
 
     e = aw.explore(draw, temperature=(0.1, 5.0, 0.1), k=(1, 10), mode=["a", "b"])
     assert e.kwargs == {"temperature": 1.0, "k": 3, "mode": "b"}
+
+
+@pytest.mark.parametrize(("shape", "empty"), [((0, 3, 3), "0 heads"), ((2, 0, 3, 3), "0 heads"),
+                                              ((1, 2, 3, 0), "0 keys")])
+def test_head_explorer_rejects_zero_heads_and_empty_maps(shape, empty):
+    with pytest.raises(ValueError, match=rf"weights .*{empty}.*got shape"):
+        aw.head_explorer(torch.rand(shape))
