@@ -419,21 +419,35 @@ _DIAGRAM_FILL = {
 }
 
 
-def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, kind: str) -> Any:
+def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, kind: str,
+         fontsize: float = 9) -> Any:
+    """A rounded box of ``kind`` (its fill, and the patch's gid) centred on ``(x, y)``."""
     from matplotlib.patches import FancyBboxPatch
 
     patch = FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
                            facecolor=_DIAGRAM_FILL[kind], edgecolor="#333333", linewidth=1.0)
     patch.set_gid(kind)
     ax.add_patch(patch)
-    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
     return patch
 
 
-def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], **kw: Any) -> None:
-    ax.annotate("", xy=end, xytext=start,
-                arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.0, "shrinkA": 0,
-                            "shrinkB": 0, **kw})
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], gid: str | None = None,
+           **kw: Any) -> Any:
+    """An arrow from ``start`` to ``end`` (an annotation with an empty text, gid ``gid``)."""
+    arrow = ax.annotate("", xy=end, xytext=start,
+                        arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.0, "shrinkA": 0,
+                                    "shrinkB": 0, **kw})
+    if gid is not None:
+        arrow.set_gid(gid)
+    return arrow
+
+
+def _route(ax: Axes, points: Sequence[tuple[float, float]], gid: str | None = None) -> Any:
+    """A line through ``points`` with an arrow head on its last segment."""
+    xs, ys = zip(*points[:-1])
+    ax.plot(xs, ys, color="#333333", lw=1.0)
+    return _arrow(ax, points[-2], points[-1], gid=gid)
 
 
 def _plus(ax: Axes, x: float, y: float) -> None:
@@ -441,6 +455,89 @@ def _plus(ax: Axes, x: float, y: float) -> None:
 
     ax.add_patch(Circle((x, y), 0.13, facecolor="white", edgecolor="#333333", linewidth=1.0))
     ax.text(x, y, "+", ha="center", va="center", fontsize=11)
+
+
+def _check_count(name: str, value: Any) -> None:
+    """``value`` must be an int >= 1 or a label (a string such as ``"N"``)."""
+    if isinstance(value, bool) or not (isinstance(value, str) or (isinstance(value, int) and value >= 1)):
+        raise ValueError(f"{name} must be an int >= 1 or a label, got {value!r}")
+
+
+def _sublayers(ax: Axes, x: float, y: float, w: float, h: float,
+               sublayers: Sequence[tuple[str, str]], norm_first: bool = True,
+               side: str = "left") -> tuple[float, dict[str, float]]:
+    """Residual sublayers stacked upwards from the stream at ``(x, y)``.
+
+    Each ``(kind, text)`` is a box wrapped in a residual connection (drawn on ``side``) with its
+    LayerNorm before it (``norm_first``, pre-norm) or after the sum (post-norm). Returns the
+    stream's height above the last sublayer and the height of each sublayer's box by text.
+    """
+    centres = {}
+    for kind, text in sublayers:
+        stream_in = y
+        if norm_first:
+            y += 0.55
+            _arrow(ax, (x, stream_in), (x, y - h / 2))
+            _box(ax, x, y, w * 0.7, h, "LayerNorm", "norm")
+            y += 0.8
+            _arrow(ax, (x, y - 0.8 + h / 2), (x, y - 0.32))
+        else:
+            y += 0.8
+            _arrow(ax, (x, stream_in), (x, y - 0.32))
+        _box(ax, x, y, w, 0.62 if "\n" in text else h, text, kind)
+        centres[text] = y
+        y += 0.75
+        _arrow(ax, (x, y - 0.75 + 0.31), (x, y - 0.13))
+        _plus(ax, x, y)
+        # the residual path around the sublayer
+        sign = -1 if side == "left" else 1
+        edge = x + sign * (w / 2 + 0.35)
+        ax.plot([x, edge, edge], [stream_in + 0.1, stream_in + 0.1, y], color="#333333", lw=1.0)
+        _arrow(ax, (edge, y), (x + sign * 0.13, y))
+        y += 0.13
+        if not norm_first:
+            y += 0.5
+            _arrow(ax, (x, y - 0.5), (x, y - h / 2))
+            _box(ax, x, y, w * 0.7, h, "LayerNorm", "norm")
+            y += h / 2
+    return y, centres
+
+
+def _embedded_input(ax: Axes, x: float, w: float, h: float, tokens: str, embedding: str,
+                    positions: str | None, y: float = 0.0) -> float:
+    """Tokens, their embedding and (when ``positions`` labels them) the added positions, drawn
+    upwards from ``y``; returns the height where the stream leaves them."""
+    _box(ax, x, y, w, h, tokens, "io")
+    y += 0.85
+    _arrow(ax, (x, y - 0.85 + h / 2), (x, y - h / 2))
+    _box(ax, x, y, w, h, embedding, "embed")
+    if positions is None:
+        return y + h / 2
+    y += 0.75
+    _arrow(ax, (x, y - 0.75 + h / 2), (x, y - 0.13))
+    _plus(ax, x, y)
+    _box(ax, x + 2.35, y, 1.4, h, positions, "embed")
+    _arrow(ax, (x + 2.35 - 0.7, y), (x + 0.13, y))
+    return y + 0.13
+
+
+def _repeat_frame(ax: Axes, x: float, w: float, bottom: float, top: float, count: int | str,
+                  side: str = "right") -> None:
+    """A dashed frame around a repeated block, with the repeat count on ``side``."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x - w / 2 - 0.6, bottom - 0.05), w + 1.2, top - bottom + 0.1,
+                           fill=False, linestyle="--", edgecolor="#777777", linewidth=1.0))
+    tx, ha = (x + w / 2 + 0.7, "left") if side == "right" else (x - w / 2 - 0.7, "right")
+    ax.text(tx, (bottom + top) / 2, f"$\\times$ {count}", fontsize=12, ha=ha, va="center")
+
+
+def _finish(ax: Axes, xlim: tuple[float, float], ylim: tuple[float, float]) -> Axes:
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return ax
 
 
 def decoder_only_diagram(
@@ -464,27 +561,15 @@ def decoder_only_diagram(
     schemes = ("learned", "sinusoidal", "rope", "alibi", "none")
     if positional not in schemes:
         raise ValueError(f"positional must be one of {schemes}, got {positional!r}")
-    if not (isinstance(num_layers, str) or (isinstance(num_layers, int) and num_layers >= 1)):
-        raise ValueError(f"num_layers must be an int >= 1 or a label, got {num_layers!r}")
+    _check_count("num_layers", num_layers)
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 7.6), layout="constrained")
     w, h, x = 3.0, 0.46, 0.0
     y = 0.0
-    _box(ax, x, y, w, h, "tokens $y_1 \\dots y_T$", "io")
-    y += 0.85
-    _arrow(ax, (x, y - 0.85 + h / 2), (x, y - h / 2))
     scale = " $\\times\\sqrt{d}$" if scale_embedding else ""
-    _box(ax, x, y, w, h, f"token embedding $E[y_t]${scale}", "embed")
-    if positional in ("learned", "sinusoidal"):
-        y += 0.75
-        _arrow(ax, (x, y - 0.75 + h / 2), (x, y - 0.13))
-        _plus(ax, x, y)
-        label = "learned $p_t$" if positional == "learned" else "sinusoidal $p_t$"
-        _box(ax, x + 2.35, y, 1.4, h, label, "embed")
-        _arrow(ax, (x + 2.35 - 0.7, y), (x + 0.13, y))
-        below = y + 0.13
-    else:
-        below = y + h / 2
+    pos_label = {"learned": "learned $p_t$", "sinusoidal": "sinusoidal $p_t$"}.get(positional)
+    below = _embedded_input(ax, x, w, h, "tokens $y_1 \\dots y_T$", f"token embedding $E[y_t]${scale}",
+                            pos_label)
     # the repeated block
     top_of_stack = below + 0.35
     y = top_of_stack
@@ -494,29 +579,9 @@ def decoder_only_diagram(
         attn_text += " (RoPE)"
     elif positional == "alibi":
         attn_text += " (ALiBi)"
-    for kind, text in (("attn", attn_text), ("ffn", "feed-forward (FFN)")):
-        stream_in = y
-        y += 0.55
-        _arrow(ax, (x, stream_in), (x, y - h / 2))
-        _box(ax, x, y, w * 0.7, h, "LayerNorm", "norm")
-        y += 0.8
-        _arrow(ax, (x, y - 0.8 + h / 2), (x, y - 0.32))
-        _box(ax, x, y, w, 0.62 if "\n" in text else h, text, kind)
-        y += 0.75
-        _arrow(ax, (x, y - 0.75 + 0.31), (x, y - 0.13))
-        _plus(ax, x, y)
-        # the residual path around the sublayer
-        side = x - w / 2 - 0.35
-        ax.plot([x, side, side], [stream_in + 0.1, stream_in + 0.1, y], color="#333333", lw=1.0)
-        _arrow(ax, (side, y), (x - 0.13, y))
-        y += 0.13
+    y, _ = _sublayers(ax, x, y, w, h, (("attn", attn_text), ("ffn", "feed-forward (FFN)")))
     block_top = y + 0.1
-    from matplotlib.patches import Rectangle
-
-    ax.add_patch(Rectangle((x - w / 2 - 0.6, block_bottom - 0.05), w + 1.2, block_top - block_bottom + 0.1,
-                           fill=False, linestyle="--", edgecolor="#777777", linewidth=1.0))
-    ax.text(x + w / 2 + 0.7, (block_bottom + block_top) / 2, f"$\\times$ {num_layers}", fontsize=12,
-            ha="left", va="center")
+    _repeat_frame(ax, x, w, block_bottom, block_top, num_layers)
     ax.plot([x, x], [below, block_bottom], color="#333333", lw=1.0)
     y = block_top + 0.55
     _arrow(ax, (x, block_top - 0.1), (x, y - h / 2))
@@ -527,11 +592,7 @@ def decoder_only_diagram(
     y += 0.8
     _arrow(ax, (x, y - 0.8 + h / 2), (x, y - h / 2))
     _box(ax, x, y, w, h, "softmax: $p(y_{t+1} \\mid y_{\\leq t})$", "io")
-    ax.set_xlim(x - w / 2 - 0.9, x + w / 2 + 1.6)
-    ax.set_ylim(-0.5, y + 0.5)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return ax
+    return _finish(ax, (x - w / 2 - 0.9, x + w / 2 + 1.6), (-0.5, y + 0.5))
 
 
 __all__ += ["decoder_only_diagram"]
