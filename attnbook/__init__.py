@@ -30,13 +30,14 @@ _EXPORTS: dict[str, str] = {
     "DecoderOnlyConfig": "transformer",
     "AttentionWeights": "transformer",
     "Seq2Seq": "seq2seq",
+    "VisionTransformer": "vision",
     "device": "utils",
     "seed_everything": "utils",
 }
 
 _SUBMODULES = (
     "functional", "attention", "positional", "efficient", "kernels", "transformer", "seq2seq", "pretrained",
-    "data", "train", "cost", "viz", "widgets", "bench", "utils", "history", "exercises",
+    "data", "train", "cost", "viz", "widgets", "bench", "utils", "history", "exercises", "vision", "interpret",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
@@ -79,3 +80,4 @@ if TYPE_CHECKING:  # pragma: no cover - for type checkers and IDEs only
         TransformerConfig,
     )
     from .utils import device, seed_everything
+    from .vision import VisionTransformer

@@ -35,6 +35,7 @@ __all__ = [
     "History", "fit", "evaluate_loss", "warmup_cosine_lambda", "warmup_cosine",
     "Decoded", "greedy_decode", "beam_search", "exact_match", "token_accuracy",
     "sequence_cross_entropy", "save_checkpoint", "load_checkpoint", "move_to", "model_device",
+    "SeedRuns", "over_seeds",
 ]
 
 
@@ -261,6 +262,55 @@ def fit(model: nn.Module, batches: Iterable[Any],
         history.seconds += time.perf_counter() - start
         bar.close()
     return history
+
+
+@dataclass(frozen=True)
+class SeedRuns:
+    """What :func:`over_seeds` returns: one value per seed, their mean, sample standard
+    deviation (0 for a single seed), minimum and maximum."""
+
+    seeds: tuple[int, ...]
+    values: tuple[float, ...]
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / len(self.values)
+
+    @property
+    def std(self) -> float:
+        n = len(self.values)
+        if n < 2:
+            return 0.0
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (n - 1))
+
+    @property
+    def min(self) -> float:
+        return min(self.values)
+
+    @property
+    def max(self) -> float:
+        return max(self.values)
+
+    def __str__(self) -> str:
+        return f"{self.mean:.4g} ± {self.std:.2g} (min {self.min:.4g}, max {self.max:.4g}, {len(self.values)} seeds)"
+
+
+def over_seeds(fn: Callable[[int], float], seeds: Sequence[int]) -> SeedRuns:
+    """Run ``fn(seed)`` for every seed (each after ``torch.manual_seed(seed)``) and collect the
+    numbers it returns into a :class:`SeedRuns` (mean and spread)."""
+    require(callable(fn), f"fn must be callable, got {type(fn).__name__}")
+    seeds = tuple(seeds)
+    require(len(seeds) > 0 and all(isinstance(s, int) and not isinstance(s, bool) for s in seeds),
+            f"seeds must be a non-empty sequence of ints, got {seeds!r}")
+    values = []
+    for seed in seeds:
+        torch.manual_seed(seed)
+        value = fn(seed)
+        require(isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value),
+                f"fn({seed}) must return a finite number, got {value!r}")
+        values.append(float(value))
+    return SeedRuns(seeds, tuple(values))
 
 
 @torch.no_grad()

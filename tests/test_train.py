@@ -684,3 +684,24 @@ def test_fit_keeps_the_measured_steps_when_interrupted():
         fit(model, _regression_problem(), loss_fn, torch.optim.SGD(model.parameters(), lr=0.1),
             steps=20, progress=False, history=hist, log_every=5)
     assert len(hist.losses) == len(hist.lrs) == 6  # steps 0-5: the open window was read back
+
+
+def test_over_seeds_mean_and_spread():
+    import statistics
+
+    import pytest
+
+    from attnbook.train import over_seeds
+
+    runs = over_seeds(lambda seed: float(seed * 2), [1, 2, 3])
+    assert runs.values == (2.0, 4.0, 6.0) and runs.seeds == (1, 2, 3)
+    assert runs.mean == 4.0 and runs.min == 2.0 and runs.max == 6.0
+    assert runs.std == pytest.approx(statistics.stdev([2.0, 4.0, 6.0]))
+    assert over_seeds(lambda s: 1.0, [0]).std == 0.0
+    # each call is seeded
+    a = over_seeds(lambda s: torch.rand(()).item(), [5, 5])
+    assert a.values[0] == a.values[1] and "2 seeds" in str(a)
+    with pytest.raises(ValueError, match="seeds"):
+        over_seeds(lambda s: 1.0, [])
+    with pytest.raises(ValueError, match="finite"):
+        over_seeds(lambda s: float("nan"), [0])
