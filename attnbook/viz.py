@@ -419,21 +419,36 @@ _DIAGRAM_FILL = {
 }
 
 
-def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, kind: str) -> Any:
+def _box(ax: Axes, x: float, y: float, w: float, h: float, text: str, kind: str,
+         fontsize: float = 9) -> Any:
+    """A rounded box of ``kind`` (its fill, and the patch's gid) centred on ``(x, y)``."""
     from matplotlib.patches import FancyBboxPatch
 
     patch = FancyBboxPatch((x - w / 2, y - h / 2), w, h, boxstyle="round,pad=0.02,rounding_size=0.08",
                            facecolor=_DIAGRAM_FILL[kind], edgecolor="#333333", linewidth=1.0)
     patch.set_gid(kind)
     ax.add_patch(patch)
-    ax.text(x, y, text, ha="center", va="center", fontsize=9)
+    ax.text(x, y, text, ha="center", va="center", fontsize=fontsize)
     return patch
 
 
-def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], **kw: Any) -> None:
-    ax.annotate("", xy=end, xytext=start,
-                arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.0, "shrinkA": 0,
-                            "shrinkB": 0, **kw})
+def _arrow(ax: Axes, start: tuple[float, float], end: tuple[float, float], gid: str | None = None,
+           **kw: Any) -> Any:
+    """An arrow from ``start`` to ``end`` (an annotation with an empty text, gid ``gid``)."""
+    arrow = ax.annotate("", xy=end, xytext=start,
+                        arrowprops={"arrowstyle": "-|>", "color": "#333333", "lw": 1.0, "shrinkA": 0,
+                                    "shrinkB": 0, **kw})
+    if gid is not None:
+        arrow.set_gid(gid)
+    return arrow
+
+
+def _route(ax: Axes, points: Sequence[tuple[float, float]], gid: str | None = None) -> Any:
+    """A line through ``points`` with an arrow head on its last segment (both with gid ``gid``)."""
+    xs, ys = zip(*points[:-1])
+    (line,) = ax.plot(xs, ys, color="#333333", lw=1.0)
+    line.set_gid(gid)
+    return _arrow(ax, points[-2], points[-1], gid=gid)
 
 
 def _plus(ax: Axes, x: float, y: float) -> None:
@@ -441,6 +456,89 @@ def _plus(ax: Axes, x: float, y: float) -> None:
 
     ax.add_patch(Circle((x, y), 0.13, facecolor="white", edgecolor="#333333", linewidth=1.0))
     ax.text(x, y, "+", ha="center", va="center", fontsize=11)
+
+
+def _check_count(name: str, value: Any) -> None:
+    """``value`` must be an int >= 1 or a label (a string such as ``"N"``)."""
+    if isinstance(value, bool) or not (isinstance(value, str) or (isinstance(value, int) and value >= 1)):
+        raise ValueError(f"{name} must be an int >= 1 or a label, got {value!r}")
+
+
+def _sublayers(ax: Axes, x: float, y: float, w: float, h: float,
+               sublayers: Sequence[tuple[str, str]], norm_first: bool = True,
+               side: str = "left") -> tuple[float, dict[str, float]]:
+    """Residual sublayers stacked upwards from the stream at ``(x, y)``.
+
+    Each ``(kind, text)`` is a box wrapped in a residual connection (drawn on ``side``) with its
+    LayerNorm before it (``norm_first``, pre-norm) or after the sum (post-norm). Returns the
+    stream's height above the last sublayer and the height of each sublayer's box by text.
+    """
+    centres = {}
+    for kind, text in sublayers:
+        stream_in = y
+        if norm_first:
+            y += 0.55
+            _arrow(ax, (x, stream_in), (x, y - h / 2))
+            _box(ax, x, y, w * 0.7, h, "LayerNorm", "norm")
+            y += 0.8
+            _arrow(ax, (x, y - 0.8 + h / 2), (x, y - 0.32))
+        else:
+            y += 0.8
+            _arrow(ax, (x, stream_in), (x, y - 0.32))
+        _box(ax, x, y, w, 0.62 if "\n" in text else h, text, kind)
+        centres[text] = y
+        y += 0.75
+        _arrow(ax, (x, y - 0.75 + 0.31), (x, y - 0.13))
+        _plus(ax, x, y)
+        # the residual path around the sublayer
+        sign = -1 if side == "left" else 1
+        edge = x + sign * (w / 2 + 0.35)
+        ax.plot([x, edge, edge], [stream_in + 0.1, stream_in + 0.1, y], color="#333333", lw=1.0)
+        _arrow(ax, (edge, y), (x + sign * 0.13, y))
+        y += 0.13
+        if not norm_first:
+            y += 0.5
+            _arrow(ax, (x, y - 0.5), (x, y - h / 2))
+            _box(ax, x, y, w * 0.7, h, "LayerNorm", "norm")
+            y += h / 2
+    return y, centres
+
+
+def _embedded_input(ax: Axes, x: float, w: float, h: float, tokens: str, embedding: str,
+                    positions: str | None, y: float = 0.0) -> float:
+    """Tokens, their embedding and (when ``positions`` labels them) the added positions, drawn
+    upwards from ``y``; returns the height where the stream leaves them."""
+    _box(ax, x, y, w, h, tokens, "io")
+    y += 0.85
+    _arrow(ax, (x, y - 0.85 + h / 2), (x, y - h / 2))
+    _box(ax, x, y, w, h, embedding, "embed")
+    if positions is None:
+        return y + h / 2
+    y += 0.75
+    _arrow(ax, (x, y - 0.75 + h / 2), (x, y - 0.13))
+    _plus(ax, x, y)
+    _box(ax, x + 2.35, y, 1.4, h, positions, "embed")
+    _arrow(ax, (x + 2.35 - 0.7, y), (x + 0.13, y))
+    return y + 0.13
+
+
+def _repeat_frame(ax: Axes, x: float, w: float, bottom: float, top: float, count: int | str,
+                  side: str = "right") -> None:
+    """A dashed frame around a repeated block, with the repeat count on ``side``."""
+    from matplotlib.patches import Rectangle
+
+    ax.add_patch(Rectangle((x - w / 2 - 0.6, bottom - 0.05), w + 1.2, top - bottom + 0.1,
+                           fill=False, linestyle="--", edgecolor="#777777", linewidth=1.0))
+    tx, ha = (x + w / 2 + 0.7, "left") if side == "right" else (x - w / 2 - 0.7, "right")
+    ax.text(tx, (bottom + top) / 2, f"$\\times$ {count}", fontsize=12, ha=ha, va="center")
+
+
+def _finish(ax: Axes, xlim: tuple[float, float], ylim: tuple[float, float]) -> Axes:
+    ax.set_xlim(*xlim)
+    ax.set_ylim(*ylim)
+    ax.set_aspect("equal")
+    ax.axis("off")
+    return ax
 
 
 def decoder_only_diagram(
@@ -464,27 +562,15 @@ def decoder_only_diagram(
     schemes = ("learned", "sinusoidal", "rope", "alibi", "none")
     if positional not in schemes:
         raise ValueError(f"positional must be one of {schemes}, got {positional!r}")
-    if not (isinstance(num_layers, str) or (isinstance(num_layers, int) and num_layers >= 1)):
-        raise ValueError(f"num_layers must be an int >= 1 or a label, got {num_layers!r}")
+    _check_count("num_layers", num_layers)
     if ax is None:
         _, ax = plt.subplots(figsize=(5.2, 7.6), layout="constrained")
     w, h, x = 3.0, 0.46, 0.0
     y = 0.0
-    _box(ax, x, y, w, h, "tokens $y_1 \\dots y_T$", "io")
-    y += 0.85
-    _arrow(ax, (x, y - 0.85 + h / 2), (x, y - h / 2))
     scale = " $\\times\\sqrt{d}$" if scale_embedding else ""
-    _box(ax, x, y, w, h, f"token embedding $E[y_t]${scale}", "embed")
-    if positional in ("learned", "sinusoidal"):
-        y += 0.75
-        _arrow(ax, (x, y - 0.75 + h / 2), (x, y - 0.13))
-        _plus(ax, x, y)
-        label = "learned $p_t$" if positional == "learned" else "sinusoidal $p_t$"
-        _box(ax, x + 2.35, y, 1.4, h, label, "embed")
-        _arrow(ax, (x + 2.35 - 0.7, y), (x + 0.13, y))
-        below = y + 0.13
-    else:
-        below = y + h / 2
+    pos_label = {"learned": "learned $p_t$", "sinusoidal": "sinusoidal $p_t$"}.get(positional)
+    below = _embedded_input(ax, x, w, h, "tokens $y_1 \\dots y_T$", f"token embedding $E[y_t]${scale}",
+                            pos_label)
     # the repeated block
     top_of_stack = below + 0.35
     y = top_of_stack
@@ -494,29 +580,9 @@ def decoder_only_diagram(
         attn_text += " (RoPE)"
     elif positional == "alibi":
         attn_text += " (ALiBi)"
-    for kind, text in (("attn", attn_text), ("ffn", "feed-forward (FFN)")):
-        stream_in = y
-        y += 0.55
-        _arrow(ax, (x, stream_in), (x, y - h / 2))
-        _box(ax, x, y, w * 0.7, h, "LayerNorm", "norm")
-        y += 0.8
-        _arrow(ax, (x, y - 0.8 + h / 2), (x, y - 0.32))
-        _box(ax, x, y, w, 0.62 if "\n" in text else h, text, kind)
-        y += 0.75
-        _arrow(ax, (x, y - 0.75 + 0.31), (x, y - 0.13))
-        _plus(ax, x, y)
-        # the residual path around the sublayer
-        side = x - w / 2 - 0.35
-        ax.plot([x, side, side], [stream_in + 0.1, stream_in + 0.1, y], color="#333333", lw=1.0)
-        _arrow(ax, (side, y), (x - 0.13, y))
-        y += 0.13
+    y, _ = _sublayers(ax, x, y, w, h, (("attn", attn_text), ("ffn", "feed-forward (FFN)")))
     block_top = y + 0.1
-    from matplotlib.patches import Rectangle
-
-    ax.add_patch(Rectangle((x - w / 2 - 0.6, block_bottom - 0.05), w + 1.2, block_top - block_bottom + 0.1,
-                           fill=False, linestyle="--", edgecolor="#777777", linewidth=1.0))
-    ax.text(x + w / 2 + 0.7, (block_bottom + block_top) / 2, f"$\\times$ {num_layers}", fontsize=12,
-            ha="left", va="center")
+    _repeat_frame(ax, x, w, block_bottom, block_top, num_layers)
     ax.plot([x, x], [below, block_bottom], color="#333333", lw=1.0)
     y = block_top + 0.55
     _arrow(ax, (x, block_top - 0.1), (x, y - h / 2))
@@ -527,11 +593,248 @@ def decoder_only_diagram(
     y += 0.8
     _arrow(ax, (x, y - 0.8 + h / 2), (x, y - h / 2))
     _box(ax, x, y, w, h, "softmax: $p(y_{t+1} \\mid y_{\\leq t})$", "io")
-    ax.set_xlim(x - w / 2 - 0.9, x + w / 2 + 1.6)
-    ax.set_ylim(-0.5, y + 0.5)
-    ax.set_aspect("equal")
-    ax.axis("off")
-    return ax
+    return _finish(ax, (x - w / 2 - 0.9, x + w / 2 + 1.6), (-0.5, y + 0.5))
 
 
 __all__ += ["decoder_only_diagram"]
+
+
+def transformer_block_diagram(*, norm_first: bool = True, ax: Axes | None = None) -> Axes:
+    """One Transformer (encoder) block drawn bottom to top: the residual stream ``x`` goes
+    through multi-head self-attention and the feed-forward network, each wrapped in a residual
+    connection, to the next block.
+
+    ``norm_first=True`` (pre-norm) puts each LayerNorm on the sublayer's input and leaves the
+    residual path untouched, ``x + F(LN(x))``; ``norm_first=False`` (post-norm, the 2017 paper)
+    puts it after the sum, ``LN(x + F(x))``, so the stream itself passes through every
+    LayerNorm. Returns the ``Axes`` (boxes are patches with gids ``norm``, ``attn``, ``ffn``,
+    ``io``).
+    """
+    if not isinstance(norm_first, bool):
+        raise ValueError(f"norm_first must be True (pre-norm) or False (post-norm), got {norm_first!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.6), layout="constrained")
+    w, h, x = 3.0, 0.46, 0.0
+    _box(ax, x, 0.0, w, h, "input $\\mathbf{x}$ (from the previous block)", "io")
+    y, _ = _sublayers(ax, x, h / 2, w, h,
+                      (("attn", "multi-head\nself-attention"), ("ffn", "feed-forward (FFN)")),
+                      norm_first=norm_first)
+    top = y + 0.55
+    _arrow(ax, (x, y), (x, top - h / 2))
+    _box(ax, x, top, w, h, "output (to the next block)", "io")
+    name = "pre-norm" if norm_first else "post-norm"
+    rule = ("$\\mathbf{x} + F(\\mathrm{LN}(\\mathbf{x}))$" if norm_first
+            else "$\\mathrm{LN}(\\mathbf{x} + F(\\mathbf{x}))$")
+    ax.text(x + w / 2 + 0.5, top / 2, f"{name}:\n{rule}", fontsize=11, ha="left", va="center")
+    return _finish(ax, (x - w / 2 - 2.2, x + w / 2 + 3.6), (-0.4, top + 0.4))
+
+
+def transformer_diagram(
+    num_encoder_layers: int | str = "N",
+    num_decoder_layers: int | str = "N",
+    *,
+    norm_first: bool = True,
+    ax: Axes | None = None,
+) -> Axes:
+    """The encoder-decoder Transformer: on the left the source tokens, their embedding (scaled
+    by ``sqrt(d)``) plus positions and ``num_encoder_layers`` encoder blocks (self-attention,
+    FFN); on the right the target tokens shifted right, the same input, and
+    ``num_decoder_layers`` decoder blocks (masked self-attention, cross-attention whose keys and
+    values are the encoder's output ``M``, FFN), then the output projection and softmax.
+
+    Blocks are pre-norm (``norm_first=True``, each stack then ends in a final LayerNorm) or
+    post-norm (no final LayerNorm). Returns the ``Axes``; the arrow carrying the memory has gid
+    ``memory``.
+    """
+    _check_count("num_encoder_layers", num_encoder_layers)
+    _check_count("num_decoder_layers", num_decoder_layers)
+    if not isinstance(norm_first, bool):
+        raise ValueError(f"norm_first must be True (pre-norm) or False (post-norm), got {norm_first!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 7.6), layout="constrained")
+    w, h = 2.9, 0.46
+    xe, xd = -2.3, 3.5
+    stacks = {}
+    for x, tokens, emb, layers, count, side in (
+        (xe, "source $x_1 \\dots x_S$", "embedding $\\times\\sqrt{d}$",
+         (("attn", "multi-head\nself-attention"), ("ffn", "feed-forward (FFN)")),
+         num_encoder_layers, "left"),
+        (xd, "target $y_0 \\dots y_{T-1}$", "embedding $\\times\\sqrt{d}$",
+         (("attn", "masked multi-head\nself-attention"), ("attn", "multi-head\ncross-attention"),
+          ("ffn", "feed-forward (FFN)")),
+         num_decoder_layers, "right"),
+    ):
+        below = _embedded_input(ax, x, w, h, tokens, emb, None)
+        # positions enter from the side away from the other stack
+        y = below + 0.45
+        _arrow(ax, (x, below), (x, y - 0.13))
+        _plus(ax, x, y)
+        px = x - 2.2 if side == "left" else x + 2.2
+        _box(ax, px, y, 1.3, 0.62, "positions\n$p_t$", "embed")
+        _arrow(ax, (px + (0.65 if side == "left" else -0.65), y), (x + (-0.13 if side == "left" else 0.13), y))
+        bottom = y + 0.13 + 0.3
+        ax.plot([x, x], [y + 0.13, bottom], color="#333333", lw=1.0)
+        top, centres = _sublayers(ax, x, bottom, w, h, layers, norm_first=norm_first,
+                                  side="left" if side == "left" else "right")
+        _repeat_frame(ax, x, w, bottom, top + 0.1, count, side=side)
+        y = top + 0.1
+        if norm_first:
+            y += 0.55
+            _arrow(ax, (x, top), (x, y - h / 2))
+            _box(ax, x, y, w * 0.7, h, "final LayerNorm", "norm")
+            y += h / 2
+        stacks[side] = (y, centres)
+    # the memory: the encoder's output, keys and values of every cross-attention
+    enc_top, _ = stacks["left"]
+    dec_y, centres = stacks["right"]
+    cross = centres["multi-head\ncross-attention"]
+    mid = (xe + xd) / 2 + 0.1
+    _route(ax, [(xe, enc_top), (xe, enc_top + 0.3), (mid, enc_top + 0.3), (mid, cross),
+                (xd - w / 2, cross)], gid="memory")
+    ax.text(mid - 0.1, enc_top + 0.45, "memory $\\mathbf{M}$", fontsize=9, ha="center", va="bottom")
+    ax.text(mid + 0.08, cross + 0.08, "K, V", fontsize=8, ha="left", va="bottom")
+    y = dec_y + 0.55
+    _arrow(ax, (xd, dec_y), (xd, y - h / 2))
+    _box(ax, xd, y, w, h, "linear $W_{out}$", "out")
+    y += 0.8
+    _arrow(ax, (xd, y - 0.8 + h / 2), (xd, y - h / 2))
+    _box(ax, xd, y, w, h, "softmax: $p(y_t \\mid y_{<t}, x)$", "io")
+    ax.text(xe, -0.75, "encoder", fontsize=11, ha="center", va="center", weight="bold")
+    ax.text(xd, -0.75, "decoder (target shifted right)", fontsize=11, ha="center", va="center", weight="bold")
+    return _finish(ax, (xe - w / 2 - 2.0, xd + w / 2 + 2.0), (-1.1, y + 0.45))
+
+
+def multi_head_diagram(num_heads: int = 4, *, ax: Axes | None = None) -> Axes:
+    """Multi-head attention drawn left to right: the inputs are projected by ``W^Q, W^K, W^V``,
+    split into ``num_heads`` heads of ``D = E / H`` features, each head attends on its own,
+    the heads' outputs are concatenated back to ``E`` features and mixed by ``W^O``.
+
+    At most four heads are drawn; with more, the first two, a row of dots and the last one.
+    Returns the ``Axes`` (one ``attn`` patch per head drawn).
+    """
+    if isinstance(num_heads, bool) or not isinstance(num_heads, int) or num_heads < 1:
+        raise ValueError(f"num_heads must be an int >= 1, got {num_heads!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 3.6), layout="constrained")
+    shown = list(range(1, num_heads + 1)) if num_heads <= 4 else [1, 2, None, num_heads]
+    rows = len(shown)
+    gap = 0.95
+    ys = [(rows - 1 - i) * gap for i in range(rows)]
+    mid = (ys[0] + ys[-1]) / 2
+    tall = max(ys[0] - ys[-1] + 0.7, 1.4)
+    xs = {"in": 0.0, "proj": 2.1, "split": 4.1, "head": 6.55, "concat": 9.0, "out": 10.9, "y": 12.6}
+    _box(ax, xs["in"], mid, 1.3, 0.9, "input\n$X$\n$(T, E)$", "io")
+    _box(ax, xs["proj"], mid, 1.7, 1.2, "linear\n$W^Q, W^K, W^V$\n$(T, E)$ each", "embed", fontsize=8.5)
+    _box(ax, xs["split"], mid, 1.2, tall, f"split\ninto\n$H = {num_heads}$\nheads", "norm")
+    _box(ax, xs["concat"], mid, 1.2, tall, "concat-\nenate\n$(T, E)$", "norm")
+    _box(ax, xs["out"], mid, 1.3, 1.0, "linear\n$W^O$", "out")
+    _box(ax, xs["y"], mid, 1.3, 0.9, "output\n$(T, E)$", "io")
+    _arrow(ax, (xs["in"] + 0.65, mid), (xs["proj"] - 0.85, mid))
+    _arrow(ax, (xs["proj"] + 0.85, mid), (xs["split"] - 0.6, mid))
+    _arrow(ax, (xs["concat"] + 0.6, mid), (xs["out"] - 0.65, mid))
+    _arrow(ax, (xs["out"] + 0.65, mid), (xs["y"] - 0.65, mid))
+    hw = 2.2
+    for y, head in zip(ys, shown):
+        if head is None:
+            ax.text(xs["head"], y, "$\\vdots$", fontsize=14, ha="center", va="center")
+            continue
+        _box(ax, xs["head"], y, hw, 0.62, f"head {head}: attend\n$(T, D)$", "attn")
+        _arrow(ax, (xs["split"] + 0.6, y), (xs["head"] - hw / 2, y))
+        _arrow(ax, (xs["head"] + hw / 2, y), (xs["concat"] - 0.6, y))
+    ax.text(xs["head"], ys[-1] - 0.65,
+            "each head: softmax$(QK^\\top/\\sqrt{D})\\,V$, $D = E/H$",
+            fontsize=9, ha="center", va="top")
+    return _finish(ax, (xs["in"] - 0.8, xs["y"] + 0.8), (ys[-1] - 1.1, ys[0] + 0.6))
+
+
+def seq2seq_attention_diagram(style: str = "bahdanau", *, ax: Axes | None = None) -> Axes:
+    """One decoder step of an RNN encoder-decoder with attention, ``style`` ``"bahdanau"`` or
+    ``"luong"``, showing where the query comes from.
+
+    The encoder (a bidirectional GRU over ``x_1 .. x_S``) gives the annotations ``h_1 .. h_S``;
+    the attention scores them against a decoder state, normalises the scores into weights
+    ``alpha_ti`` and averages them into the context ``c_t``. Bahdanau: the query is the
+    *previous* state ``s_{t-1}``, and ``c_t`` is an input of the GRU step that makes ``s_t``.
+    Luong: the GRU steps first, the query is the *current* state ``h_t``, and ``c_t`` is combined
+    with it after the GRU into the attentional state ``h~_t = tanh(W_c [c_t; h_t])``. Returns the
+    ``Axes``; the query arrow has gid ``query`` and the context arrow gid ``context``.
+    """
+    if style not in ("bahdanau", "luong"):
+        raise ValueError(f"style must be 'bahdanau' or 'luong', got {style!r}")
+    if ax is None:
+        _, ax = plt.subplots(figsize=(7, 4.4), layout="constrained")
+    h = 0.5
+    # the encoder: tokens, one BiGRU, the annotations
+    enc_x = [0.0, 1.2, 2.4, 3.6]
+    enc_labels = ["1", "2", None, "S"]
+    ax.text(1.8, -0.55, "encoder", fontsize=11, ha="center", va="center", weight="bold")
+    _box(ax, 1.8, 1.1, 4.4, h, "bidirectional GRU", "ffn")
+    ann = "\\bar{\\mathbf{h}}" if style == "luong" else "\\mathbf{h}"
+    for x, i in zip(enc_x, enc_labels):
+        if i is None:
+            ax.text(x, 0.2, "$\\cdots$", fontsize=11, ha="center", va="center")
+            ax.text(x, 2.2, "$\\cdots$", fontsize=11, ha="center", va="center")
+            continue
+        ax.text(x, 0.2, f"$x_{i}$", fontsize=10, ha="center", va="center")
+        _arrow(ax, (x, 0.4), (x, 1.1 - h / 2))
+        _arrow(ax, (x, 1.1 + h / 2), (x, 2.2 - 0.22))
+        _box(ax, x, 2.2, 0.75, 0.44, f"${ann}_{i}$", "embed")
+    # the attention: scores, softmax, weighted average
+    att_x, att_y = 1.8, 3.5
+    score = "additive score" if style == "bahdanau" else "dot / general / concat score"
+    _box(ax, att_x, att_y, 4.4, 0.62, f"{score} $e_{{ti}}$,\nsoftmax over $i$: $\\alpha_{{ti}}$", "attn")
+    for x, i in zip(enc_x, enc_labels):
+        if i is not None:
+            _arrow(ax, (x, 2.2 + 0.22), (x, att_y - 0.31))
+    ctx_y = 4.9
+    _box(ax, att_x, ctx_y, 2.6, h, "context $\\mathbf{c}_t = \\Sigma_i\\, \\alpha_{ti}" + ann + "_i$", "attn")
+    _arrow(ax, (att_x, att_y + 0.31), (att_x, ctx_y - h / 2))
+    # the decoder step
+    dx = 7.9
+    gw = 3.2
+    ax.text(dx, -0.55, "decoder, step $t$", fontsize=11, ha="center", va="center", weight="bold")
+    if style == "bahdanau":
+        _box(ax, dx - 1.5, 0.2, 1.8, 0.5, "previous state\n$\\mathbf{s}_{t-1}$", "io")
+        _box(ax, dx + 1.5, 0.2, 1.5, 0.44, "$E\\,y_{t-1}$", "embed")
+        # the query: s_{t-1}, before the step
+        _route(ax, [(dx - 1.5, 0.2 + 0.25), (dx - 1.5, 2.2), (4.6, 2.2), (4.6, att_y),
+                    (att_x + 2.2, att_y)], gid="query")
+        ax.text(4.8, 2.3, "query $\\mathbf{s}_{t-1}$", fontsize=9, ha="left", va="bottom")
+        gru_y = 3.5
+        _box(ax, dx, gru_y, gw, 0.62, "GRU step: $\\mathbf{s}_t$ from\n$[E y_{t-1}; \\mathbf{c}_t]$ and $\\mathbf{s}_{t-1}$",
+             "ffn", fontsize=8.5)
+        _route(ax, [(dx - 1.5, 1.6), (dx - 0.6, 1.6), (dx - 0.6, gru_y - 0.31)])
+        _route(ax, [(dx + 1.5, 0.2 + 0.22), (dx + 1.5, 1.6), (dx + 0.6, 1.6), (dx + 0.6, gru_y - 0.31)])
+        _route(ax, [(att_x + 1.3, ctx_y), (dx - 0.9, ctx_y), (dx - 0.9, gru_y + 0.31)], gid="context")
+        out_y = 6.2
+        _box(ax, dx, out_y, gw, 0.62, "read-out: softmax of\n$W_{out}\\tanh(W_o[\\mathbf{s}_t; \\mathbf{c}_t; E y_{t-1}])$",
+             "out", fontsize=8.5)
+        _arrow(ax, (dx + 0.4, gru_y + 0.31), (dx + 0.4, out_y - 0.31))
+        ax.text(dx + 0.5, (gru_y + out_y) / 2 + 0.2, "$\\mathbf{s}_t$", fontsize=10, ha="left", va="center")
+        _route(ax, [(att_x, ctx_y + h / 2), (att_x, out_y), (dx - gw / 2, out_y)])
+    else:
+        _box(ax, dx - 1.5, 0.2, 1.5, 0.44, "$E\\,y_{t-1}$", "embed")
+        _box(ax, dx + 1.5, 0.2, 1.8, 0.5, "previous state\n$\\mathbf{h}_{t-1}$", "io")
+        gru_y = 1.5
+        _box(ax, dx, gru_y, gw, 0.5, "GRU step: $\\mathbf{h}_t$", "ffn")
+        _arrow(ax, (dx - 1.5, 0.2 + 0.22), (dx - 1.0, gru_y - 0.25))
+        _arrow(ax, (dx + 1.5, 0.2 + 0.25), (dx + 1.0, gru_y - 0.25))
+        # the query: h_t, after the step
+        _route(ax, [(dx - 0.4, gru_y + 0.25), (dx - 0.4, 2.5), (4.6, 2.5), (4.6, att_y),
+                    (att_x + 2.2, att_y)], gid="query")
+        ax.text(5.0, 2.6, "query $\\mathbf{h}_t$", fontsize=9, ha="left", va="bottom")
+        comb_y = 4.9
+        _box(ax, dx, comb_y, gw, 0.62, "attentional state\n$\\tilde{\\mathbf{h}}_t = \\tanh(W_c[\\mathbf{c}_t; \\mathbf{h}_t])$",
+             "ffn", fontsize=8.5)
+        _arrow(ax, (dx + 0.6, gru_y + 0.25), (dx + 0.6, comb_y - 0.31))
+        _arrow(ax, (att_x + 1.3, ctx_y), (dx - gw / 2, ctx_y), gid="context")
+        out_y = 6.2
+        _box(ax, dx, out_y, gw, h, "softmax$(W_s \\tilde{\\mathbf{h}}_t)$", "out")
+        _arrow(ax, (dx, comb_y + 0.31), (dx, out_y - h / 2))
+    ax.text(dx, out_y + 0.55, "$p(y_t \\mid y_{<t}, x)$", fontsize=10, ha="center", va="center")
+    _arrow(ax, (dx, out_y + 0.31 if style == "bahdanau" else out_y + h / 2), (dx, out_y + 0.42))
+    return _finish(ax, (-0.7, dx + 2.9), (-0.9, out_y + 0.8))
+
+
+__all__ += ["transformer_block_diagram", "transformer_diagram", "multi_head_diagram",
+            "seq2seq_attention_diagram"]
