@@ -32,7 +32,7 @@ from tqdm.auto import tqdm
 from ._validate import data_checks, require
 
 __all__ = [
-    "History", "fit", "evaluate_loss", "warmup_cosine_lambda", "warmup_cosine",
+    "History", "fit", "evaluate_loss", "warmup_cosine_lambda", "warmup_cosine", "noam_lambda", "noam",
     "Decoded", "greedy_decode", "beam_search", "exact_match", "token_accuracy",
     "sequence_cross_entropy", "save_checkpoint", "load_checkpoint", "move_to", "model_device",
     "SeedRuns", "over_seeds",
@@ -183,7 +183,7 @@ def fit(model: nn.Module, batches: Iterable[Any],
     params = [p for group in optimizer.param_groups for p in group["params"]]
     model.train()
     stream = _cycle(batches)
-    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=False)
+    bar = tqdm(range(steps), desc=desc, disable=not progress, leave=True)
     ok = torch.ones((), dtype=torch.bool, device=dev)  # False from the first non-finite step on
     losses: list[torch.Tensor] = []                    # this window's losses, on the device
     norms: list[torch.Tensor] = []
@@ -360,6 +360,34 @@ def warmup_cosine(optimizer: torch.optim.Optimizer, warmup_steps: int, total_ste
     return torch.optim.lr_scheduler.LambdaLR(
         optimizer, warmup_cosine_lambda(warmup_steps, total_steps, min_ratio)
     )
+
+
+def noam_lambda(d_model: int, warmup_steps: int) -> Callable[[int], float]:
+    """The learning rate of Vaswani et al. (2017, eq. 3) at update ``s`` (counted from 0)::
+
+        lrate(s) = d_model ** -0.5 * min(n ** -0.5, n * warmup_steps ** -1.5),   n = s + 1
+
+    a linear rise for ``warmup_steps`` updates, then a decay as ``1 / sqrt(n)``; the peak,
+    at ``n = warmup_steps``, is ``(d_model * warmup_steps) ** -0.5``. Use it as the multiplier
+    of a base learning rate of 1 (see :func:`noam`).
+    """
+    require(isinstance(d_model, int) and not isinstance(d_model, bool) and d_model > 0,
+            f"d_model must be a positive int, got {d_model!r}")
+    require(isinstance(warmup_steps, int) and not isinstance(warmup_steps, bool)
+            and warmup_steps > 0, f"warmup_steps must be a positive int, got {warmup_steps!r}")
+
+    def rate(step: int) -> float:
+        n = step + 1
+        return d_model ** -0.5 * min(n ** -0.5, n * warmup_steps ** -1.5)
+
+    return rate
+
+
+def noam(optimizer: torch.optim.Optimizer, d_model: int,
+         warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
+    """A ``LambdaLR`` following :func:`noam_lambda`; give the optimiser ``lr=1.0`` so that the
+    multiplier is the learning rate (call ``.step()`` once per update)."""
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, noam_lambda(d_model, warmup_steps))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -192,6 +192,13 @@ _COLLECT = """
       views: views.map(v => { try { return JSON.parse(v.textContent).model_id; }
                               catch (e) { return null; } }),
       rendered: rendered.length,
+      // a drawn widget that shows nothing: hidden (a closed progress bar) or without any
+      // text or picture; it leaves a blank box on the page
+      blank: Array.from(document.querySelectorAll('.widget-subarea'))
+        .map(area => area.querySelector('.jupyter-widgets')).filter(w => w !== null)
+        .filter(w => getComputedStyle(w).visibility === 'hidden' ||
+                     (w.innerText.trim() === '' && !w.querySelector('img, canvas, svg')))
+        .map(w => w.className).slice(0, 5),
       images: widgetImgs.map(i => ({complete: i.complete, width: i.naturalWidth})),
       state: state ? state.textContent : null,
     },
@@ -503,6 +510,7 @@ def test_widgets_show_saved_state(crawl: dict[str, PageReport], path: str) -> No
     assert all(v in state for v in views), f"{path}: a widget view has no saved model"
     assert widgets["rendered"] == len(views), (
         f"{path}: {widgets['rendered']} of {len(views)} widgets rendered by the HTML manager")
+    assert not widgets["blank"], f"{path}: widgets drawn hidden or empty: {widgets['blank']}"
     pngs = saved_pngs(widgets["state"], views)
     shown = [i for i in widgets["images"] if i["complete"] and i["width"] > 0]
     assert pngs > 0, f"{path}: its widgets saved no picture (use attnbook.widgets.explore)"

@@ -13,6 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from attnbook import train
 from attnbook.train import (
     History,
     beam_search,
@@ -705,3 +706,30 @@ def test_over_seeds_mean_and_spread():
         over_seeds(lambda s: 1.0, [])
     with pytest.raises(ValueError, match="finite"):
         over_seeds(lambda s: float("nan"), [0])
+
+
+def test_noam_schedule_follows_the_papers_formula_step_by_step():
+    d_model, warmup = 512, 4000
+    rate = train.noam_lambda(d_model, warmup)
+    for step in (0, 1, 999, 3998, 3999, 4000, 10_000, 99_999):
+        n = float(step + 1)  # the paper counts updates from 1
+        assert math.isclose(rate(step), d_model ** -0.5 * min(n ** -0.5, n * warmup ** -1.5))
+    peak = max(range(20_000), key=rate)
+    assert peak == warmup - 1 and math.isclose(rate(peak), (d_model * warmup) ** -0.5)
+    model = torch.nn.Linear(2, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=1.0, betas=(0.9, 0.98), eps=1e-9)
+    sched = train.noam(opt, d_model, warmup)
+    seen = []
+    for _ in range(5):
+        seen.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert all(math.isclose(a, rate(s)) for s, a in enumerate(seen))
+
+
+@pytest.mark.parametrize("bad", [0, -3, 2.5, True, None])
+def test_noam_schedule_rejects_bad_sizes(bad):
+    with pytest.raises(ValueError, match="d_model must be a positive int"):
+        train.noam_lambda(bad, 10)
+    with pytest.raises(ValueError, match="warmup_steps must be a positive int"):
+        train.noam_lambda(16, bad)
