@@ -36,6 +36,8 @@ test: install lint unit notebooks site browser
 lint:
 	@echo "== ruff"
 	@$(BIN)/ruff check attnbook tests scripts $(wildcard benchmarks) conftest.py
+	@echo "== notebook code fits the page (lines <= 100 characters)"
+	@$(BIN)/ruff check --select E501 book
 
 unit:
 	@echo "== package, hygiene and Colab-simulation tests"
