@@ -19,7 +19,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOK = ROOT / "book" / "first_look.ipynb"
 # The stack Colab provides; torch is pinned by constraints.txt like the rest of the project.
-STACK = ["torch", "numpy", "matplotlib", "ipywidgets", "tqdm", "ipykernel", "nbclient", "nbformat"]
+# Colab also ships scikit-learn, and triton with its CUDA builds of torch.
+STACK = ["torch", "numpy", "matplotlib", "ipywidgets", "tqdm", "ipykernel", "nbclient", "nbformat",
+         "scikit-learn", "triton; sys_platform == 'linux'"]
 
 RUN = """
 import sys, nbformat
@@ -135,3 +137,29 @@ def test_a_pinned_bootstrap_installs_the_commit_its_page_was_built_from(tmp_path
     direct = json.loads(info.stdout)
     assert direct["vcs_info"]["commit_id"] == sha
     assert direct["url"] == clone.as_uri()
+
+
+def test_every_chapter_bootstraps_and_imports_alone(tmp_path, fresh_env):
+    """Each chapter copied alone into an empty folder: its bootstrap cell installs attnbook (the
+    wheel of this checkout) and its first code cell, the imports and set-up, runs. The whole of
+    first_look runs in the test above; nbval executes every chapter in the project's own
+    environment."""
+    wheels = tmp_path / "wheels"
+    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+         "-w", str(wheels), str(ROOT)])
+    (wheel,) = wheels.glob("attnbook-*.whl")
+    _uninstall(fresh_env)
+    py = fresh_env / "bin" / "python"
+    env = _kernel_env(fresh_env, ATTNBOOK_PIP_SPEC=str(wheel))
+    chapters = sorted((ROOT / "book").glob("*.ipynb"))
+    assert len(chapters) >= 16
+    for chapter in chapters:
+        nb = nbformat.read(chapter, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert "attnbook bootstrap" in code[0].source, f"{chapter.name}: no bootstrap cell first"
+        nb.cells = code[:2]  # the bootstrap, then the imports and set-up
+        work = tmp_path / chapter.stem
+        work.mkdir()
+        nbformat.write(nb, work / chapter.name)
+        out = run([str(py), "-c", RUN, chapter.name], cwd=work, env=env, timeout=900)
+        assert "EXECUTED 2 cells" in out.stdout, f"{chapter.name}:\n{out.stdout[-2000:]}"
