@@ -74,11 +74,17 @@ def _kernel_env(env_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def test_notebook_installs_attnbook_in_a_fresh_environment(tmp_path, fresh_env):
-    wheels = tmp_path / "wheels"
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory) -> Path:
+    """A wheel of this checkout, as ATTNBOOK_PIP_SPEC for the bootstrap cells."""
+    wheels = tmp_path_factory.mktemp("wheels")
     run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
          "-w", str(wheels), str(ROOT)])
-    (wheel,) = wheels.glob("attnbook-*.whl")
+    (built,) = wheels.glob("attnbook-*.whl")
+    return built
+
+
+def test_notebook_installs_attnbook_in_a_fresh_environment(tmp_path, fresh_env, wheel):
     _uninstall(fresh_env)
     py = fresh_env / "bin" / "python"
 
@@ -139,15 +145,11 @@ def test_a_pinned_bootstrap_installs_the_commit_its_page_was_built_from(tmp_path
     assert direct["url"] == clone.as_uri()
 
 
-def test_every_chapter_bootstraps_and_imports_alone(tmp_path, fresh_env):
+def test_every_chapter_bootstraps_and_imports_alone(tmp_path, fresh_env, wheel):
     """Each chapter copied alone into an empty folder: its bootstrap cell installs attnbook (the
     wheel of this checkout) and its first code cell, the imports and set-up, runs. The whole of
     first_look runs in the test above; nbval executes every chapter in the project's own
     environment."""
-    wheels = tmp_path / "wheels"
-    run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-         "-w", str(wheels), str(ROOT)])
-    (wheel,) = wheels.glob("attnbook-*.whl")
     _uninstall(fresh_env)
     py = fresh_env / "bin" / "python"
     env = _kernel_env(fresh_env, ATTNBOOK_PIP_SPEC=str(wheel))

@@ -13,7 +13,7 @@ from attnbook import results
 from attnbook.exercises import pros_and_cons as check
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "pros_and_cons.ipynb"
-NAMES = ["extrapolate", "overall_speedup"]
+NAMES = ["extrapolate", "overall_speedup", "attention_flop_share"]
 
 
 def _cells(tag: str) -> list[str]:
@@ -55,3 +55,10 @@ def test_overall_speedup_wrong_answers():
     _wrong(check.overall_speedup(lambda p, s: (1 - p) + p / s), "inverse")
     _wrong(check.overall_speedup(lambda p, s: 1 + p * (s - 1)), "do not add")
     _wrong(check.overall_speedup(lambda p, s: s), "expected")
+
+
+def test_attention_flop_share_wrong_answers():
+    _wrong(check.attention_flop_share(lambda n, d: n / (n + 12 * d)), "PV")
+    _wrong(check.attention_flop_share(lambda n, d: n / (n + 2 * d)), "feed-forward")
+    _wrong(check.attention_flop_share(lambda n, d: 6 * d / (n + 6 * d)), "other")
+    _wrong(check.attention_flop_share(lambda n, d: 0.5), "expected")

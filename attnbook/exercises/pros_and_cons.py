@@ -2,7 +2,8 @@
 (book/pros_and_cons.ipynb).
 
 * :func:`extrapolate` — carry a measured cost to another length with its log-log slope;
-* :func:`overall_speedup` — the whole-program speedup when only one part gets faster (Amdahl).
+* :func:`overall_speedup` — the whole-program speedup when only one part gets faster (Amdahl);
+* :func:`attention_flop_share` — the share of a Transformer layer's FLOPs that grows as n².
 
 Each checker builds its own cases, compares with an independent computation and, when the
 answer is wrong, names the likely slip.
@@ -16,7 +17,7 @@ from typing import Any
 
 from . import checker, expect
 
-__all__ = ["extrapolate", "overall_speedup"]
+__all__ = ["extrapolate", "overall_speedup", "attention_flop_share"]
 
 
 def _number(value: Any, what: str) -> float:
@@ -65,3 +66,24 @@ def overall_speedup(fn: Callable[[float, float], Any]) -> str:
                f"untouched part plus the faster part), then invert; speedups do not add")
         expect(False, f"overall_speedup({share}, {speedup}) gave {got:.4g}, expected {want:.4g}")
     return "even an infinitely fast softmax cannot make attention faster than 1 / (1 - share)."
+
+
+@checker("attention FLOP share", hint="QK^T and PV cost 2 n^2 d FLOPs each; the four d x d "
+         "projections 2 n d^2 each; the FFN's two d x 4d matrices 8 n d^2 each")
+def attention_flop_share(fn: Callable[[int, int], Any]) -> str:
+    for n, d in [(512, 768), (4608, 768), (128, 64), (8192, 4096), (1, 1)]:
+        want = n / (n + 6 * d)  # 4 n^2 d / (4 n^2 d + 24 n d^2)
+        got = _number(fn(n, d), f"attention_flop_share({n}, {d})")
+        if math.isclose(got, want, rel_tol=1e-9):
+            continue
+        expect(not math.isclose(got, n / (n + 12 * d), rel_tol=1e-9),
+               f"attention_flop_share({n}, {d}) gave {got:.4g}: you counted QK^T but not PV, "
+               f"the product of the weights with the values, which costs as much")
+        expect(not math.isclose(got, n / (n + 2 * d), rel_tol=1e-9),
+               f"attention_flop_share({n}, {d}) gave {got:.4g}: the feed-forward block is "
+               f"missing; with d_ff = 4d it costs twice as much as the four projections")
+        expect(not math.isclose(got, 1 - want, rel_tol=1e-9),
+               f"attention_flop_share({n}, {d}) gave {got:.4g}, the share of the *other* "
+               f"FLOPs: the n^2 terms are QK^T and PV")
+        expect(False, f"attention_flop_share({n}, {d}) gave {got:.4g}, expected {want:.4g}")
+    return "the n^2 terms are half of the work at n = 6 d."
