@@ -19,6 +19,7 @@ __all__ = [
     "gradient_importance",
     "leave_one_out",
     "total_variation",
+    "kendall_tau",
     "COUNTERFACTUAL_KINDS",
 ]
 
@@ -244,3 +245,30 @@ def total_variation(p: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
             f"{shape_of(q) if isinstance(q, torch.Tensor) else type(q).__name__}")
     check_floating("p", p)
     return 0.5 * (p - q).abs().sum(-1)
+
+
+def kendall_tau(a: torch.Tensor, b: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Kendall's rank correlation (the tie-corrected tau-b) of two scores along the last
+    dimension, row by row: ``a, b (..., n)`` -> ``(...)``, over the items where ``mask (..., n)``
+    is True (all when ``None``)::
+
+        τ_b = Σ_{i<j} sgn(a_i - a_j) sgn(b_i - b_j) / sqrt(Σ_{i<j} |sgn(a_i - a_j)| · Σ_{i<j} |sgn(b_i - b_j)|)
+
+    Without ties this is (concordant - discordant) / (n(n-1)/2). A row in which either score is
+    constant has no defined correlation and gives NaN (as ``scipy.stats.kendalltau`` does).
+    Builds ``(..., n, n)`` sign tensors: meant for the short rows of an attention map.
+    """
+    require(isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor) and a.shape == b.shape
+            and a.dim() >= 1,
+            lambda: f"a and b must be tensors of one shape (..., n), got a "
+            f"{shape_of(a) if isinstance(a, torch.Tensor) else type(a).__name__} and b "
+            f"{shape_of(b) if isinstance(b, torch.Tensor) else type(b).__name__}")
+    m = _row_mask(a, mask)  # (..., n)
+    sa = torch.sign(a[..., :, None] - a[..., None, :])  # (..., n, n)
+    sb = torch.sign(b[..., :, None] - b[..., None, :]).to(sa.dtype)  # (..., n, n)
+    pairs = m[..., :, None] & m[..., None, :]
+    pairs = torch.triu(pairs, diagonal=1)  # (..., n, n): i < j, both real
+    sa, sb = sa * pairs, sb * pairs
+    num = (sa * sb).sum((-1, -2))  # (...)
+    den = torch.sqrt(sa.abs().sum((-1, -2)) * sb.abs().sum((-1, -2)))  # (...)
+    return num / den  # NaN where a score is constant (0 / 0)

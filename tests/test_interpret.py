@@ -6,6 +6,7 @@ from attnbook.interpret import (
     attention_rollout,
     counterfactual_weights,
     gradient_importance,
+    kendall_tau,
     leave_one_out,
     override_attention,
     total_variation,
@@ -237,3 +238,26 @@ def test_total_variation_matches_loop_and_errors():
     assert 0 <= float(got.min()) and float(got.max()) <= 1
     with pytest.raises(ValueError, match=r"\(2, 1, 5\).*\(2, 3, 5\)"):
         total_variation(p[:, :1], q)
+
+
+def test_kendall_tau_matches_scipy_with_ties_and_masks():
+    from scipy.stats import kendalltau
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(6, 9, generator=g, dtype=torch.float64)
+    b = a + torch.randn(6, 9, generator=g, dtype=torch.float64)
+    b[:3, :4] = 0.0  # ties in b
+    a[4, :5] = 1.0  # ties in a
+    mask = torch.arange(9) < torch.tensor([9, 9, 5, 3, 9, 7])[:, None]
+    got = kendall_tau(a, b, mask)
+    assert got.shape == (6,)
+    for r in range(6):
+        n = int(mask[r].sum())
+        want = kendalltau(a[r, :n].numpy(), b[r, :n].numpy())[0]
+        assert abs(float(got[r]) - want) < 1e-12
+    flat = kendall_tau(torch.ones(1, 4), torch.arange(4.0)[None])
+    assert torch.isnan(flat).all()
+    with pytest.raises(ValueError, match=r"\(2, 3\).*\(2, 4\)"):
+        kendall_tau(torch.rand(2, 3), torch.rand(2, 4))
+    with pytest.raises(ValueError, match="mask must"):
+        kendall_tau(torch.rand(2, 3), torch.rand(2, 3), torch.ones(2, 4, dtype=torch.bool))
