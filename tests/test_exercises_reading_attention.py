@@ -14,7 +14,7 @@ from scipy.stats import kendalltau
 from attnbook.exercises import reading_attention as check
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "reading_attention.ipynb"
-NAMES = ["kendall_tau", "uniform_weights"]
+NAMES = ["kendall_tau", "uniform_weights", "grad_times_input"]
 
 
 def _cells(tag: str) -> list[str]:
@@ -40,10 +40,16 @@ def test_reference_passes_and_stub_is_not_attempted(name):
 
 
 def test_independent_answers_pass():
-    from attnbook.interpret import counterfactual_weights
+    from attnbook.interpret import counterfactual_weights, gradient_importance
 
     assert check.kendall_tau(lambda a, b: kendalltau(a.numpy(), b.numpy())[0])
     assert check.uniform_weights(lambda m: counterfactual_weights(m.double(), m, "uniform"))
+
+    def by_package(f, x):
+        x = x.detach().requires_grad_()
+        return gradient_importance(f(x), x)
+
+    assert check.grad_times_input(by_package)
 
 
 def _wrong(verdict, *words):
@@ -80,3 +86,27 @@ def test_uniform_weights_wrong_answers():
     _wrong(check.uniform_weights(lambda m: torch.full(m.shape, 1.0 / m.shape[-1])), "padding included")
     _wrong(check.uniform_weights(lambda m: m.float() / m.float().sum(-1, keepdim=True)), "NaN")
     _wrong(check.uniform_weights(lambda m: m.float()[..., :-1]), "shape")
+
+
+def _grad(f, x):
+    x = x.detach().requires_grad_()
+    (g,) = torch.autograd.grad(f(x).sum(), x)
+    return g, x.detach()
+
+
+def test_grad_times_input_wrong_answers():
+    def gradient_only(f, x):
+        g, _ = _grad(f, x)
+        return g.norm(dim=-1)
+
+    def dot_product(f, x):
+        g, x = _grad(f, x)
+        return (g * x).sum(-1)
+
+    def no_norm(f, x):
+        g, x = _grad(f, x)
+        return g * x
+
+    _wrong(check.grad_times_input(gradient_only), "gradient alone")
+    _wrong(check.grad_times_input(dot_product), "dot product")
+    _wrong(check.grad_times_input(no_norm), "shape")

@@ -1,7 +1,8 @@
 """Checkers for the exercises of "Reading attention maps" (book/reading_attention.ipynb).
 
 * :func:`kendall_tau` — Kendall's rank correlation of two score vectors, by counting pairs;
-* :func:`uniform_weights` — the uniform counterfactual attention over the real keys of a mask.
+* :func:`uniform_weights` — the uniform counterfactual attention over the real keys of a mask;
+* :func:`grad_times_input` — gradient x input importance of each token, by autograd.
 
 Each checker builds its own cases, compares with an independent computation and, when the
 answer is wrong, names the likely slip.
@@ -17,7 +18,7 @@ import torch
 from . import checker, expect
 from ._common import as_number, expect_shape
 
-__all__ = ["kendall_tau", "uniform_weights"]
+__all__ = ["kendall_tau", "uniform_weights", "grad_times_input"]
 
 
 def _tau_reference(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -92,3 +93,41 @@ def uniform_weights(fn: Callable[[torch.Tensor], Any]) -> str:
         expect(False, f"for mask {mask.tolist()} the weights should be {want.tolist()}, got "
                f"{got.tolist()}: each row sums to one over its real keys.")
     return "each row spreads its weight evenly over its real keys."
+
+
+def _toy(seed: int, E: int) -> Callable[[torch.Tensor], torch.Tensor]:
+    W = torch.randn(E, E, generator=torch.Generator().manual_seed(seed), dtype=torch.float64)
+
+    def f(x: torch.Tensor) -> torch.Tensor:  # (B, S, E) -> (B,), tokens interact through the sum
+        return (torch.tanh(x @ W).sum(1) ** 2).sum(-1)
+
+    return f
+
+
+@checker("gradient x input", hint="x = x.detach().requires_grad_(); grad, = torch.autograd.grad("
+         "f(x).sum(), x); then the norm over the last dimension of grad * x")
+def grad_times_input(fn: Callable[[Callable[[torch.Tensor], torch.Tensor], torch.Tensor], Any]) -> str:
+    g = torch.Generator().manual_seed(4)
+    for B, S, E in [(1, 3, 2), (2, 5, 4)]:
+        f = _toy(B + S, E)
+        x = torch.randn(B, S, E, generator=g, dtype=torch.float64)
+        want = torch.zeros(B, S, dtype=torch.float64)
+        grads = torch.zeros(B, S, E, dtype=torch.float64)
+        for b in range(B):  # row by row with the full Jacobian: an independent route
+            J = torch.autograd.functional.jacobian(lambda r, f=f: f(r[None])[0], x[b])  # (S, E)
+            grads[b] = J
+            want[b] = (J * x[b]).norm(dim=-1)
+        got = fn(f, x.clone())
+        expect_shape(got, (B, S), f"grad_times_input(f, x of shape {(B, S, E)})",
+                     "one score per token: take the norm over the embedding dimension")
+        got = got.detach().double()
+        if torch.allclose(got, want, atol=1e-8):
+            continue
+        expect(not torch.allclose(got, grads.norm(dim=-1), atol=1e-8),
+               "that is the size of the gradient alone: multiply it elementwise by x first.")
+        expect(not torch.allclose(got, (grads * x).sum(-1), atol=1e-8),
+               "that is the dot product of gradient and input (signed, summed over E); the book "
+               "uses the norm of the elementwise product, || grad * x ||_2.")
+        expect(False, f"wrong scores for x of shape {(B, S, E)}: differentiate f(x).sum() with "
+               f"respect to x, multiply by x and take the norm over the last dimension.")
+    return "one backward pass gives every token's gradient x input score."
