@@ -37,7 +37,7 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = (
     "functional", "attention", "positional", "efficient", "kernels", "transformer", "seq2seq", "pretrained",
-    "data", "train", "cost", "viz", "widgets", "bench", "utils", "history", "exercises", "vision", "interpret",
+    "data", "train", "cost", "viz", "widgets", "bench", "utils", "history", "exercises", "vision", "interpret", "results",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES)
