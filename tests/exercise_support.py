@@ -109,3 +109,18 @@ def solution_cells(stem: str, count: int) -> dict[str, Any]:
         assert exercise_cells.HIDE in exercise_cells.tags(cell)
         exec(compile(cell.source, f"<{stem} solution>", "exec"), ns)  # noqa: S102
     return ns
+
+
+def tagged_cells(stem: str, tag: str) -> list[str]:
+    """The sources of a chapter's cells tagged ``tag`` (``answer``, ``solution``...), in order."""
+    nb = nbformat.read(notebook(stem), as_version=4)
+    return [c.source for c in nb.cells if tag in c.metadata.get("tags", [])]
+
+
+def run_tagged(stem: str, tag: str, **namespace: Any) -> dict:
+    """Execute a chapter's cells tagged ``tag`` in one namespace (seeded with ``namespace``) and
+    return it: the shipped stubs (``answer``) or the whole reference solutions (``solution``),
+    each of which ends with its own ``assert check.<name>(...)``."""
+    for source in tagged_cells(stem, tag):
+        exec(compile(source, str(notebook(stem)), "exec"), namespace)
+    return namespace

@@ -10,31 +10,22 @@ from pathlib import Path
 import nbformat
 import pytest
 import torch
+from exercise_support import run_tagged
 
 from attnbook.exercises import gpt as check
 
 NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "gpt.ipynb"
 
 
-def _cells(tag: str) -> list[str]:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    return [c.source for c in nb.cells if tag in c.metadata.get("tags", [])]
-
 
 @pytest.fixture(scope="module")
 def solutions() -> dict:
-    namespace: dict = {}
-    for source in _cells("solution"):
-        exec(compile(source, str(NOTEBOOK), "exec"), namespace)  # each ends with its own assert
-    return namespace
+    return run_tagged("gpt", "solution")
 
 
 @pytest.fixture(scope="module")
 def stubs() -> dict:
-    namespace: dict = {}
-    for source in _cells("answer"):
-        exec(compile(source, str(NOTEBOOK), "exec"), namespace)
-    return namespace
+    return run_tagged("gpt", "answer")
 
 
 def test_the_notebook_follows_the_exercise_convention():

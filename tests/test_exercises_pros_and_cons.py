@@ -6,8 +6,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
+from exercise_support import run_tagged
 
 from attnbook import results
 from attnbook.exercises import pros_and_cons as check
@@ -16,17 +16,9 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "pros_and_cons.ipynb"
 NAMES = ["extrapolate", "overall_speedup", "attention_flop_share"]
 
 
-def _cells(tag: str) -> list[str]:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    return [c.source for c in nb.cells if tag in c.metadata.get("tags", [])]
-
-
 def _run(tag: str) -> dict:
     # the solutions go on to use the chapter's recorded values, v
-    namespace: dict = {"v": {k: r.value for k, r in results.load().items()}}
-    for source in _cells(tag):
-        exec(compile(source, str(NOTEBOOK), "exec"), namespace)
-    return namespace
+    return run_tagged("pros_and_cons", tag, v={k: r.value for k, r in results.load().items()})
 
 
 @pytest.mark.parametrize("name", NAMES)

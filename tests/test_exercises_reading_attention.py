@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from exercise_support import run_tagged
 from scipy.stats import kendalltau
 
 from attnbook.exercises import reading_attention as check
@@ -17,21 +17,11 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "reading_attention.ipy
 NAMES = ["kendall_tau", "uniform_weights", "grad_times_input"]
 
 
-def _cells(tag: str) -> list[str]:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    return [c.source for c in nb.cells if tag in c.metadata.get("tags", [])]
-
-
-def _namespace(tag: str) -> dict:
-    namespace: dict = {}
-    for source in _cells(tag):
-        exec(compile(source, str(NOTEBOOK), "exec"), namespace)  # solutions end with their assert
-    return namespace
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_reference_passes_and_stub_is_not_attempted(name):
-    solutions, stubs = _namespace("solution"), _namespace("answer")
+    solutions, stubs = run_tagged("reading_attention", "solution"), run_tagged("reading_attention", "answer")
     verdict = getattr(check, name)(solutions[f"{name}_solution"])
     assert verdict.passed, str(verdict)
     todo = getattr(check, name)(stubs[name])

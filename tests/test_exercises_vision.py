@@ -6,9 +6,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import nbformat
 import pytest
 import torch
+from exercise_support import run_tagged
 
 from attnbook.exercises import vision as check
 
@@ -16,25 +16,15 @@ NOTEBOOK = Path(__file__).resolve().parents[1] / "book" / "vision.ipynb"
 NAMES = ["patchify", "class_token_map", "rollout"]
 
 
-def _cells(tag: str) -> list[str]:
-    nb = nbformat.read(NOTEBOOK, as_version=4)
-    return [c.source for c in nb.cells if tag in c.metadata.get("tags", [])]
-
 
 @pytest.fixture(scope="module")
 def solutions() -> dict:
-    namespace: dict = {}
-    for source in _cells("solution"):
-        exec(compile(source, str(NOTEBOOK), "exec"), namespace)  # each ends with its own assert
-    return namespace
+    return run_tagged("vision", "solution")
 
 
 @pytest.fixture(scope="module")
 def stubs() -> dict:
-    namespace: dict = {}
-    for source in _cells("answer"):
-        exec(compile(source, str(NOTEBOOK), "exec"), namespace)
-    return namespace
+    return run_tagged("vision", "answer")
 
 
 @pytest.mark.parametrize("name", NAMES)
