@@ -162,6 +162,17 @@ def server() -> Iterator[str]:
         httpd.server_close()
 
 
+# The drawn widgets that show nothing: hidden (a progress bar closed with leave=False) or without
+# any text or picture once drawn; each leaves a blank box on the page.
+_BLANK = """
+() => Array.from(document.querySelectorAll('.widget-subarea'))
+  .map(area => area.querySelector('.jupyter-widgets'))
+  .filter(w => w !== null && w.checkVisibility())  // not inside a collapsed solution
+  .filter(w => getComputedStyle(w).visibility === 'hidden' ||
+               (w.innerText.trim() === '' && !w.querySelector('img, canvas, svg')))
+  .map(w => w.className).slice(0, 5)
+"""
+
 _COLLECT = """
 () => {
   const root = document.querySelector('main') || document.body;
@@ -192,13 +203,7 @@ _COLLECT = """
       views: views.map(v => { try { return JSON.parse(v.textContent).model_id; }
                               catch (e) { return null; } }),
       rendered: rendered.length,
-      // a drawn widget that shows nothing: hidden (a closed progress bar) or without any
-      // text or picture; it leaves a blank box on the page
-      blank: Array.from(document.querySelectorAll('.widget-subarea'))
-        .map(area => area.querySelector('.jupyter-widgets')).filter(w => w !== null)
-        .filter(w => getComputedStyle(w).visibility === 'hidden' ||
-                     (w.innerText.trim() === '' && !w.querySelector('img, canvas, svg')))
-        .map(w => w.className).slice(0, 5),
+      blank: (__BLANK__)(),
       images: widgetImgs.map(i => ({complete: i.complete, width: i.naturalWidth})),
       state: state ? state.textContent : null,
     },
@@ -208,7 +213,7 @@ _COLLECT = """
                .map(a => a.getAttribute('href')),
   };
 }
-""".replace("__VIEW__", WIDGET_VIEW).replace("__STATE__", WIDGET_STATE)
+""".replace("__VIEW__", WIDGET_VIEW).replace("__STATE__", WIDGET_STATE).replace("__BLANK__", _BLANK)
 
 _WIDGETS_DRAWN = """
 (pngs) => Array.from(document.querySelectorAll('__VIEW__')).every(v => {
@@ -265,6 +270,9 @@ def load(page, url: str, report: PageReport) -> None:
         pngs = saved_pngs(state.first.text_content() if state.count() else None,
                           [json.loads(t).get("model_id", "") for t in views.all_text_contents()])
         _wait(page, report, f"widgets drawn with their {pngs} saved pictures", _WIDGETS_DRAWN, pngs)
+        # a widget's labels are drawn after its box: give them time before calling one blank
+        _wait(page, report, "every widget shows text or a picture",
+              f"() => ({_BLANK})().length === 0")
     _wait(page, report, "images loaded",
           "() => Array.from(document.images).every(i => i.complete)")
 
