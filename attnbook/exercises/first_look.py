@@ -63,8 +63,8 @@ def inanimate_query(query) -> str:
 
 
 def _scores_of_it() -> torch.Tensor:
-    """The chapter's scores of 'it' (query asks for 'animate' with 4.0), divided by sqrt(d_k)."""
-    q = torch.tensor([4.0, 0.0, 0.0, 0.0], dtype=torch.float64)
+    """The chapter's scores of 'it' (query asks for 'animate' with 8.0), divided by sqrt(d_k)."""
+    q = torch.tensor([8.0, 0.0, 0.0, 0.0], dtype=torch.float64)
     return keys(SENTENCES[0][0]) @ q / 2.0
 
 
