@@ -176,7 +176,8 @@ _BLANK = """
 """
 
 # The figures of a page: the images in a notebook cell's output, outside widgets (an explorer's
-# picture is drawn by the widget manager from the saved state and gets no alt from MyST-NB).
+# picture is drawn by the widget manager from the saved state and gets no alt from MyST-NB;
+# attnbook.widgets.explore(..., alt=...) gives it one, which this check does not yet require).
 # MyST-NB gives them the alt of the cell's metadata.mystnb.image.alt; without it docutils uses
 # the image's path as alt, which says nothing, so that counts as missing.
 _FIGURES = """
