@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import matplotlib as mpl
 import matplotlib.pyplot as plt
 import numpy as np
 import torch
@@ -27,7 +28,42 @@ __all__ = [
     "plot_timeline",
     "plot_curves",
     "theme_colors",
+    "OKABE_ITO",
+    "use_book_style",
 ]
+
+#: The Okabe-Ito palette (Okabe & Ito, "Color Universal Design", 2002), safe for the common
+#: colour-vision deficiencies, in the order of the book's colour cycle: ``"C0"`` blue,
+#: ``"C1"`` orange, ``"C2"`` bluish green, ``"C3"`` vermillion, ``"C4"`` reddish purple,
+#: ``"C5"`` sky blue, ``"C6"`` yellow, ``"C7"`` black. The first four keep matplotlib's own
+#: order of hues (blue, orange, green, red), so ``"C3"`` against ``"C2"`` stays readable.
+OKABE_ITO: tuple[str, ...] = (
+    "#0072B2",  # blue
+    "#E69F00",  # orange
+    "#009E73",  # bluish green
+    "#D55E00",  # vermillion
+    "#CC79A7",  # reddish purple
+    "#56B4E9",  # sky blue
+    "#F0E442",  # yellow
+    "#000000",  # black
+)
+
+#: The default colour map of images: perceptually uniform and colour-blind safe.
+BOOK_CMAP = "viridis"
+
+
+def use_book_style() -> None:
+    """Make matplotlib draw in the book's colour-blind-safe style: the :data:`OKABE_ITO` colour
+    cycle (so ``"C0"`` ... ``"C7"`` and every default line, bar and marker use it) and
+    :data:`BOOK_CMAP` for images. Importing :mod:`attnbook.viz` calls it; call it again after
+    ``plt.rcdefaults()`` or a style sheet that resets the cycle."""
+    from cycler import cycler
+
+    mpl.rcParams["axes.prop_cycle"] = cycler(color=list(OKABE_ITO))
+    mpl.rcParams["image.cmap"] = BOOK_CMAP
+
+
+use_book_style()
 
 # how many tick labels a panel shows before it thins them out
 _MAX_TICK_LABELS = 40
@@ -220,10 +256,27 @@ def head_grid(
     return fig
 
 
+# colours of text on white: the Okabe-Ito palette without its yellow (too pale for text), then
+# a neutral grey; more themes than that get the same hues darkened, then lightened
+_THEME_BASE = tuple(c for c in OKABE_ITO if c != "#F0E442") + ("#999999",)
+
+
+def _shade(color: str, amount: float) -> tuple[float, float, float, float]:
+    """``color`` mixed with black (``amount < 0``) or white (``amount > 0``) by ``|amount|``."""
+    rgb = np.asarray(mpl.colors.to_rgb(color))
+    target = 1.0 if amount > 0 else 0.0
+    r, g, b = rgb + (target - rgb) * abs(amount)
+    return (float(r), float(g), float(b), 1.0)
+
+
 def theme_colors(themes: Sequence[str]) -> dict[str, Any]:
-    """One distinct colour per theme name, in the order given (``tab10``, then ``tab20``)."""
-    cmap = plt.get_cmap("tab10" if len(themes) <= 10 else "tab20")
-    return {theme: cmap(i % cmap.N) for i, theme in enumerate(themes)}
+    """One distinct colour per theme name, in the order given: the :data:`OKABE_ITO` colours
+    that read well as text on white (all but yellow), then grey; past those eight, the same
+    colours (but black) darkened, then lightened. Values are RGBA tuples."""
+    hues = [c for c in _THEME_BASE if c != "#000000"]
+    colors = ([_shade(c, 0.0) for c in _THEME_BASE] + [_shade(c, -0.45) for c in hues]
+              + [_shade(c, 0.45) for c in hues])
+    return {theme: colors[i % len(colors)] for i, theme in enumerate(themes)}
 
 
 def _renderer(fig: Figure) -> Any:

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import html
 import inspect
 import io
 import traceback
@@ -45,17 +46,23 @@ from . import viz
 __all__ = ["Explorer", "explore", "heatmap_explorer", "head_explorer", "figure_output"]
 
 
-def figure_output(fig: Figure, dpi: int = 100) -> dict[str, Any]:
-    """A Jupyter ``display_data`` output (PNG + text) holding a picture of ``fig``."""
+def figure_output(fig: Figure, dpi: int = 100, alt: str | None = None) -> dict[str, Any]:
+    """A Jupyter ``display_data`` output (PNG + text) holding a picture of ``fig``.
+
+    With ``alt``, the output also carries the picture as ``text/html``, an ``<img>`` with that
+    alt text: front ends and the book's widget manager prefer HTML to PNG, so the picture a
+    screen reader meets in an explorer is described (a PNG output has no place for alt text)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
     png = base64.b64encode(buf.getvalue()).decode("ascii")
     w, h = fig.get_size_inches()
-    return {
-        "output_type": "display_data",
-        "data": {"image/png": png, "text/plain": f"<Figure size {w * dpi:.0f}x{h * dpi:.0f}>"},
-        "metadata": {},
-    }
+    data = {"image/png": png, "text/plain": f"<Figure size {w * dpi:.0f}x{h * dpi:.0f}>"}
+    if alt is not None:
+        if not isinstance(alt, str) or not alt.strip():
+            raise ValueError(f"alt must be a non-empty string, got {alt!r}")
+        data["text/html"] = (f'<img alt="{html.escape(" ".join(alt.split()), quote=True)}" '
+                             f'src="data:image/png;base64,{png}"/>')
+    return {"output_type": "display_data", "data": data, "metadata": {}}
 
 
 def _rich_output(obj: Any) -> dict[str, Any] | None:
@@ -126,10 +133,14 @@ class Explorer(widgets.VBox):
         figsize: tuple[float, float] | None = None,
         dpi: int = 100,
         horizontal: bool = False,
+        alt: str | None = None,
     ) -> None:
         if not callable(plot_fn):
             raise ValueError(f"plot_fn must be callable, got {type(plot_fn).__name__}")
+        if alt is not None and (not isinstance(alt, str) or not alt.strip()):
+            raise ValueError(f"alt must be a non-empty string, got {alt!r}")
         self.plot_fn = plot_fn
+        self.alt = alt
         self.figsize = figsize
         self.dpi = dpi
         self.fixed: dict[str, Any] = {}
@@ -186,7 +197,7 @@ class Explorer(widgets.VBox):
             figure = plt.figure(num)
             if figure is fig and not fig.axes:
                 continue  # the blank figure we opened, unused
-            outputs.append(figure_output(figure, self.dpi))
+            outputs.append(figure_output(figure, self.dpi, alt=self.alt))
         self._close_new(before)
         self.out.outputs = tuple(outputs)
         self.draws += 1
@@ -204,6 +215,7 @@ def explore(
     figsize: tuple[float, float] | None = None,
     dpi: int = 100,
     horizontal: bool = False,
+    alt: str | None = None,
     **controls: Any,
 ) -> Explorer:
     """An interactive plot whose first state is drawn now (so it is saved in the notebook and
@@ -214,9 +226,11 @@ def explore(
     ``IPython.display.Markdown``/``HTML`` object to show under the controls. Controls use
     ``ipywidgets.interact``'s abbreviations or are widgets (see the module docstring);
     sliders redraw on release. Make ``explore(...)`` the last expression of the cell (or
-    ``display`` it). Returns the :class:`Explorer` widget.
+    ``display`` it). ``alt`` describes the pictures for screen readers (see
+    :func:`figure_output`; the static book shows the first one). Returns the
+    :class:`Explorer` widget.
     """
-    return Explorer(plot_fn, controls, figsize=figsize, dpi=dpi, horizontal=horizontal)
+    return Explorer(plot_fn, controls, figsize=figsize, dpi=dpi, horizontal=horizontal, alt=alt)
 
 
 def _unpack(result: Any) -> dict[str, Any]:

@@ -360,3 +360,53 @@ def test_attention_heatmap_rejects_an_empty_matrix(shape, empty):
 def test_plot_curves_rejects_an_empty_curve():
     with pytest.raises(ValueError, match=r"histories\['val'\].*empty"):
         viz.plot_curves({"train": [1.0, 0.5], "val": []})
+
+
+# ---------------------------------------------------------------------------------------------
+# the book's colour-blind-safe style
+# ---------------------------------------------------------------------------------------------
+
+
+def _same_colors(a, b) -> bool:
+    return len(a) == len(b) and all(matplotlib.colors.same_color(x, y) for x, y in zip(a, b))
+
+
+def test_importing_viz_sets_the_okabe_ito_cycle_and_viridis():
+    import importlib
+
+    plt.rcdefaults()
+    importlib.reload(viz)
+    cycle = plt.rcParams["axes.prop_cycle"].by_key()["color"]
+    assert _same_colors(cycle, viz.OKABE_ITO)
+    assert plt.rcParams["image.cmap"] == "viridis"
+    assert matplotlib.colors.same_color("C2", "#009E73")
+    _, ax = plt.subplots()
+    lines = [ax.plot([0, 1])[0] for _ in range(3)]
+    assert _same_colors([line.get_color() for line in lines], viz.OKABE_ITO[:3])
+    plt.close("all")
+
+
+def test_use_book_style_restores_the_cycle():
+    plt.rcdefaults()
+    assert not _same_colors(plt.rcParams["axes.prop_cycle"].by_key()["color"], viz.OKABE_ITO)
+    viz.use_book_style()
+    assert _same_colors(plt.rcParams["axes.prop_cycle"].by_key()["color"], viz.OKABE_ITO)
+
+
+def test_theme_colors_come_from_the_palette():
+    palette = [c for c in viz.OKABE_ITO if c != "#F0E442"] + ["#999999"]  # no yellow text
+    colors = list(viz.theme_colors([f"t{i}" for i in range(8)]).values())
+    assert _same_colors(colors, palette)
+    # the history chapter's ten themes: eight palette colours, then darker shades of the first two
+    ten = list(viz.theme_colors([f"t{i}" for i in range(10)]).values())
+    assert _same_colors(ten[:8], palette)
+    for shade, base in zip(ten[8:], palette[:2]):
+        assert sum(matplotlib.colors.to_rgb(shade)) < sum(matplotlib.colors.to_rgb(base))
+
+
+def test_heatmaps_default_to_a_colour_blind_safe_map():
+    ax = viz.attention_heatmap(torch.softmax(torch.randn(3, 4), -1))
+    assert ax.images[0].get_cmap().name == "viridis"
+    fig = viz.head_grid(torch.softmax(torch.randn(1, 2, 3, 3), -1))
+    assert all(a.images[0].get_cmap().name == "viridis" for a in fig.axes if a.images)
+    plt.close("all")

@@ -211,6 +211,35 @@ def test_figure_output_is_display_data():
     assert base64.b64decode(out["data"]["image/png"]).startswith(b"\x89PNG")
 
 
+
+def test_figure_output_with_alt_adds_an_html_image_carrying_it():
+    fig, ax = plt.subplots(figsize=(2, 1))
+    ax.plot([0, 1])
+    plain = aw.figure_output(fig)
+    assert "text/html" not in plain["data"]
+    out = aw.figure_output(fig, alt='A rising "line" <of> weights.\n Second line.')
+    png = out["data"]["image/png"]
+    assert out["data"]["text/html"] == (
+        '<img alt="A rising &quot;line&quot; &lt;of&gt; weights. Second line." '
+        f'src="data:image/png;base64,{png}"/>')
+    for bad in ("", "   ", 3):
+        with pytest.raises(ValueError, match="alt"):
+            aw.figure_output(fig, alt=bad)
+
+
+def test_explore_alt_describes_every_picture_it_draws():
+    draw, _ = _recorder()
+    ex = aw.explore(draw, alt="A test picture.", a=(0, 10, 1))
+    (output,) = [o for o in ex.out.outputs if "image/png" in o["data"]]
+    assert output["data"]["text/html"].startswith('<img alt="A test picture." src="data:image/png')
+    ex.controls["a"].value = 3
+    (output,) = [o for o in ex.out.outputs if "image/png" in o["data"]]
+    assert 'alt="A test picture."' in output["data"]["text/html"]
+    assert "text/html" not in aw.explore(draw, a=(0, 10, 1)).out.outputs[-1]["data"]
+    with pytest.raises(ValueError, match="alt"):
+        aw.explore(draw, alt="", a=(0, 10, 1))
+
+
 # ---------------------------------------------------------------------------------------------
 # heatmap_explorer
 # ---------------------------------------------------------------------------------------------
