@@ -136,19 +136,13 @@ def test_unsafe_colour_detector():
     assert unsafe_colours('print("the red line")\nopen(path, "r")') == []
 
 
-# cells of chapters owned by other branches when this check landed: (notebook, cell id) -> fix
-PENDING = {
-    ("multi_head.ipynb", "30"): 'color="tab:red" -> color="C3"',
-}
-
-
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_no_red_green_colours(path):
     nb = nbformat.read(path, as_version=4)
     found = {
         cell.get("id"): unsafe_colours(cell.source)
         for cell in nb.cells
-        if cell.cell_type == "code" and (path.name, cell.get("id")) not in PENDING
+        if cell.cell_type == "code"
     }
     found = {k: v for k, v in found.items() if v}
     assert not found, f"colour-blind-unsafe colours or colour maps (cell id: found): {found}"
