@@ -252,6 +252,7 @@ def heatmap_explorer(
     vmax: float | None = 1.0,
     cmap: str = "viridis",
     figsize: tuple[float, float] | None = None,
+    alt: str | None = None,
     **controls: Any,
 ) -> Explorer:
     """An attention heatmap that is recomputed when a control changes.
@@ -260,7 +261,8 @@ def heatmap_explorer(
     ``"weights"`` and optionally ``"x_labels"``, ``"y_labels"``, ``"title"`` (labels that
     depend on the controls). Fixed labels and title can be passed here instead. The colour scale
     is 0..1 by default so that pictures for different control values compare; pass
-    ``vmin=None, vmax=None`` to stretch it to each matrix. Returns the :class:`Explorer`.
+    ``vmin=None, vmax=None`` to stretch it to each matrix. ``alt`` describes the pictures for
+    screen readers (see :func:`explore`). Returns the :class:`Explorer`.
     """
 
     def draw(**values: Any) -> Axes:
@@ -274,7 +276,7 @@ def heatmap_explorer(
             vmin=vmin, vmax=vmax,
         )
 
-    return explore(draw, figsize=figsize or (6, 4.5), **controls)
+    return explore(draw, figsize=figsize or (6, 4.5), alt=alt, **controls)
 
 
 def head_explorer(
@@ -287,10 +289,12 @@ def head_explorer(
     annotate: bool = False,
     cmap: str = "viridis",
     figsize: tuple[float, float] | None = None,
+    alt: str | None = None,
 ) -> Explorer:
     """Layer and head sliders over precomputed attention weights ``(L, H, T, S)`` (or
     ``(H, T, S)``: one layer, no layer slider). Every picture uses the colour scale of the
-    whole tensor so heads compare. Returns the :class:`Explorer` (controls ``layer``, ``head``).
+    whole tensor so heads compare. ``alt`` describes the pictures for screen readers (see
+    :func:`explore`). Returns the :class:`Explorer` (controls ``layer``, ``head``).
 
     Raises ``ValueError`` for other shapes, an empty dimension (zero heads, say) or label lists
     of the wrong length.
@@ -323,4 +327,4 @@ def head_explorer(
         if H > 1 else widgets.fixed(0),
     }
     size = figsize or (min(12.0, 2.5 + 0.45 * S), min(10.0, 1.8 + 0.4 * T))
-    return explore(draw, figsize=size, **controls)
+    return explore(draw, figsize=size, alt=alt, **controls)

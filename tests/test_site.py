@@ -4,10 +4,10 @@ One headless Chromium (Debian's, /usr/bin/chromium) visits every HTML page of ``
 (discovered from the build, not from a fixed list) over a local HTTP server, with every request
 to any other host blocked and recorded. For each page it checks: no JavaScript errors, no
 request that needed the network, every local resource loads, the math is typeset, every image
-loads, every figure in a cell output has alt text, the widgets show their saved state, every
-internal link and anchor resolves, the Colab
-button of a notebook page points at that notebook in the repository named in ``_config.yml``,
-and the page fits a 375 px phone screen. Screenshots of the front page and two chapters, at
+loads, every figure in a cell output and every picture in a widget has alt text, the widgets
+show their saved state, every internal link and anchor resolves, the Colab button of a notebook
+page points at that notebook in the repository named in ``_config.yml``, and the page fits a
+375 px phone screen. Screenshots of the front page and two chapters, at
 desktop and phone widths, are written to ``_build/screenshots/``.
 
 The pages are crawled once (a module-scoped fixture); the tests then check what was recorded,
@@ -175,11 +175,11 @@ _BLANK = """
   .map(w => w.className).slice(0, 5)
 """
 
-# The figures of a page: the images in a notebook cell's output, outside widgets (an explorer's
-# picture is drawn by the widget manager from the saved state and gets no alt from MyST-NB;
-# attnbook.widgets.explore(..., alt=...) gives it one, which this check does not yet require).
-# MyST-NB gives them the alt of the cell's metadata.mystnb.image.alt; without it docutils uses
-# the image's path as alt, which says nothing, so that counts as missing.
+# The figures of a page: the images in a notebook cell's output, outside widgets. MyST-NB gives
+# them the alt of the cell's metadata.mystnb.image.alt; without it docutils uses the image's path
+# as alt, which says nothing, so that counts as missing. (An explorer's picture is drawn by the
+# widget manager from the saved state, where MyST-NB does not reach; attnbook.widgets.explore(...,
+# alt=...) saves it as an <img> with that alt: `widgets.images` below records those.)
 _FIGURES = """
 () => Array.from(document.querySelectorAll('.cell_output img'))
   .filter(i => !i.closest('.widget-subarea, .jupyter-widgets'))
@@ -199,7 +199,7 @@ _COLLECT = """
     return area && area.classList.contains('widget-subarea') &&
            area.querySelector('.jupyter-widgets') !== null;
   });
-  const widgetImgs = Array.from(document.querySelectorAll('.widget-subarea img'));
+  const widgetImgs = Array.from(document.querySelectorAll('.widget-subarea img'));  // pictures
   const state = document.querySelector('__STATE__');
   return {
     math: {
@@ -218,7 +218,9 @@ _COLLECT = """
                               catch (e) { return null; } }),
       rendered: rendered.length,
       blank: (__BLANK__)(),
-      images: widgetImgs.map(i => ({complete: i.complete, width: i.naturalWidth})),
+      images: widgetImgs.map(i => ({complete: i.complete, width: i.naturalWidth,
+                                    src: i.getAttribute('src') || '',
+                                    alt: (i.getAttribute('alt') || '').trim()})),
       state: state ? state.textContent : null,
     },
     links: Array.from(document.querySelectorAll('a[href]')).map(a => a.href),
@@ -536,6 +538,18 @@ def test_figures_have_alt_text(crawl: dict[str, PageReport], path: str) -> None:
     metadata.mystnb.image.alt (tests/test_figure_accessibility.py checks the sources)."""
     missing = [f["src"][:80] for f in _content(crawl, path).figures if figure_alt_missing(f)]
     assert not missing, f"{path}: figures without alt text: {missing}"
+
+
+@pytest.mark.parametrize("path", PAGES)
+def test_widget_pictures_have_alt_text(crawl: dict[str, PageReport], path: str) -> None:
+    """Every picture a widget shows (an explorer's saved state) carries alt text, given by
+    ``attnbook.widgets.explore(..., alt=...)`` (tests/test_figure_accessibility.py checks that
+    every explorer in the sources passes one)."""
+    pictures = _content(crawl, path).widgets.get("images", [])
+    missing = [f["src"][:80] for f in pictures if figure_alt_missing(f)]
+    assert not missing, (
+        f"{path}: {len(missing)} of {len(pictures)} widget pictures without alt text (pass "
+        f"alt=... to the explorer): {missing}")
 
 
 @pytest.mark.parametrize("path", PAGES)

@@ -4,6 +4,7 @@ changed control redraws, fixed values and every kind of control reach the plotti
 from __future__ import annotations
 
 import base64
+import inspect
 import io
 
 import matplotlib
@@ -287,6 +288,39 @@ def test_heatmap_explorer_mapping_with_labels_that_change():
 def test_heatmap_explorer_rejects_mapping_without_weights():
     with pytest.raises(ValueError, match="without 'weights'"):
         aw.heatmap_explorer(lambda a=1: {"w": torch.eye(2)}, a=(1, 2, 1))
+
+
+def _html_alts(explorer: aw.Explorer) -> list[str | None]:
+    """The HTML ``<img>`` of every picture the explorer shows (None where a picture has none)."""
+    return [o["data"].get("text/html") for o in explorer.out.outputs
+            if "image/png" in o.get("data", {})]
+
+
+@pytest.mark.parametrize("make", [
+    lambda alt: aw.heatmap_explorer(lambda tau=1.0: torch.softmax(_scores() / tau, -1),
+                                    tau=(0.5, 2.0, 0.5), alt=alt),
+    lambda alt: aw.head_explorer(torch.full((2, 2, 3, 3), 1 / 3), alt=alt),
+], ids=["heatmap_explorer", "head_explorer"])
+def test_explorer_helpers_pass_alt_through(make):
+    ex = make("Attention weights; the sliders change them.")
+    assert ex.alt == "Attention weights; the sliders change them."
+    (html,) = _html_alts(ex)
+    assert html.startswith('<img alt="Attention weights; the sliders change them." src="data:')
+    name = next(iter(ex.controls))
+    control = ex.controls[name]
+    control.value = control.max
+    (html,) = _html_alts(ex)
+    assert 'alt="Attention weights; the sliders change them."' in html
+    assert _html_alts(make(None)) == [None]  # no alt: a plain PNG, as before
+    for bad in ("", "  ", 3):
+        with pytest.raises(ValueError, match="alt"):
+            make(bad)
+
+
+@pytest.mark.parametrize("helper", [aw.heatmap_explorer, aw.head_explorer])
+def test_explorer_helpers_take_alt_by_keyword_only(helper):
+    param = inspect.signature(helper).parameters["alt"]
+    assert param.kind is inspect.Parameter.KEYWORD_ONLY and param.default is None
 
 
 # ---------------------------------------------------------------------------------------------
